@@ -1,0 +1,67 @@
+"""From a corpus config to a tokenizer and packed train/eval blocks, shared by the masked- and causal-LM recipes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import datasets
+from accelerate import Accelerator
+from torch.utils.data import Dataset, IterableDataset
+from transformers import PreTrainedTokenizerBase
+
+from nlp_ssl.data.corpus import CorpusConfig, load_corpus
+from nlp_ssl.data.packing import PackedBlocks, StreamingBlocks, tokenize_corpus
+from nlp_ssl.data.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+from nlp_ssl.engine.run_dir import RunDirectory
+from nlp_ssl.errors import UserError
+
+
+def prepare_tokenizer(cfg: TokenizerConfig, kind: Literal["wordpiece", "bpe"], corpus: datasets.DatasetDict,
+                      run_dir: RunDirectory, accelerator: Accelerator, model_init_from: str | None = None
+                      ) -> PreTrainedTokenizerBase:
+    """The run's tokenizer, saved under ``output_dir/tokenizer`` so that a resumed run reuses it exactly.
+
+    Order of preference: the one saved by an earlier attempt of this run, ``tokenizer.name_or_path``, the
+    tokenizer of ``model.init_from``, and otherwise one trained on the train split (main process first).
+    """
+    saved = run_dir.root / "tokenizer"
+    with accelerator.main_process_first():
+        if (saved / "tokenizer_config.json").is_file():
+            return load_tokenizer(saved)
+        source = cfg.name_or_path or model_init_from
+        if source:
+            tokenizer = load_tokenizer(source)
+        else:
+            train = corpus["train"]
+            texts = (row["text"] for row in train) if isinstance(train, datasets.IterableDataset) else iter(train["text"])
+            tokenizer = train_tokenizer(texts, kind, cfg)
+        if kind == "wordpiece" and tokenizer.mask_token_id is None:
+            raise UserError(f"tokenizer {source} has no mask token, so it cannot be used for masked LM; "
+                            "pick a BERT-style tokenizer or let the recipe train one")
+        if tokenizer.pad_token_id is None:
+            # GPT-2 tokenizers ship without padding; the tail block's padding is masked out, so any id works.
+            tokenizer.pad_token = tokenizer.eos_token
+        if accelerator.is_main_process:
+            tokenizer.save_pretrained(saved)
+    return tokenizer
+
+
+def build_lm_datasets(corpus: datasets.DatasetDict | datasets.IterableDatasetDict, tokenizer: PreTrainedTokenizerBase,
+                      cfg: CorpusConfig, causal: bool, accelerator: Accelerator, seed: int
+                      ) -> tuple[Dataset | IterableDataset, Dataset | None]:
+    """Tokenise and pack both splits; returns ``(train, eval)`` block datasets."""
+    pad = tokenizer.pad_token_id
+    with accelerator.main_process_first():
+        tokenized = {name: tokenize_corpus(split, tokenizer, append_eos=causal, num_proc=cfg.num_proc)
+                     for name, split in corpus.items()}
+    if cfg.streaming:
+        train: Dataset | IterableDataset = StreamingBlocks(tokenized["train"], cfg.block_size, pad, seed)
+        eval_blocks = None
+        if "validation" in tokenized:
+            # The eval split is small enough to materialise once: a fixed set of blocks for comparable numbers.
+            rows = [row["input_ids"] for row in tokenized["validation"]]
+            eval_blocks = PackedBlocks.from_tokenized(datasets.Dataset.from_dict({"input_ids": rows}), cfg.block_size, pad)
+        return train, eval_blocks
+    train = PackedBlocks.from_tokenized(tokenized["train"], cfg.block_size, pad)
+    eval_blocks = PackedBlocks.from_tokenized(tokenized["validation"], cfg.block_size, pad) if "validation" in tokenized else None
+    return train, eval_blocks

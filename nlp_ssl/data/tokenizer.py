@@ -1,0 +1,80 @@
+"""Tokenizers: train a WordPiece (BERT) or byte-level BPE (GPT-2) vocabulary with ``tokenizers``, or load one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from nlp_ssl.errors import UserError
+
+BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+GPT_SPECIALS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|pad|>"}
+
+
+@dataclass
+class TokenizerConfig:
+    """Either an existing tokenizer (``name_or_path``: a folder or hub id) or one trained on the corpus."""
+
+    name_or_path: str | None = None
+    vocab_size: int = 8192
+    min_frequency: int = 2
+    lowercase: bool = True
+    max_training_texts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 300:
+            raise UserError(f"config key 'tokenizer.vocab_size' must be >= 300, got {self.vocab_size}")
+
+
+def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], cfg: TokenizerConfig) -> PreTrainedTokenizerFast:
+    """Train a tokenizer on ``texts`` and wrap it for transformers (``save_pretrained``/``AutoTokenizer``)."""
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase, clean_text=True, handle_chinese_chars=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                            special_tokens=list(BERT_SPECIALS.values()), show_progress=False)
+        tok.train_from_iterator(_limited(texts, cfg.max_training_texts), trainer=trainer)
+        cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        tok.decoder = decoders.WordPiece(prefix="##")
+        specials = BERT_SPECIALS
+    elif kind == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                      special_tokens=["<|endoftext|>", "<|pad|>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tok.train_from_iterator(_limited(texts, cfg.max_training_texts), trainer=trainer)
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        tok.decoder = decoders.ByteLevel()
+        specials = GPT_SPECIALS
+    else:
+        raise UserError(f"unknown tokenizer kind '{kind}'; use 'wordpiece' or 'bpe'")
+    if tok.get_vocab_size() < 10:
+        raise UserError("the trained tokenizer is nearly empty: the corpus has too little text")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=1_000_000, **specials)
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"could not load tokenizer '{name_or_path}' ({first[:200]}); give a folder with "
+                        "tokenizer.json or a hub id, or leave tokenizer.name_or_path empty to train one") from None
+
+
+def _limited(texts: Iterable[str], limit: int | None) -> Iterator[str]:
+    for index, text in enumerate(texts):
+        if limit is not None and index >= limit:
+            return
+        if text:
+            yield text

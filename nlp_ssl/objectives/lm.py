@@ -1,0 +1,145 @@
+"""Language-model objectives: BERT-style masked LM and GPT-style causal LM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from nlp_ssl.objectives.base import Objective, StepOutput
+from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens
+
+
+class MaskedLMObjective(Objective):
+    """Masked LM with the vocabulary projection applied only at the selected positions.
+
+    The LM head (transform + ``H x V`` decoder) is the most expensive part of a small BERT; running it on the
+    ~15% of positions that carry a label gives the same loss as the full head at a fraction of the cost
+    (the loss ignores the other positions anyway).
+
+    Batch: ``{"input_ids": [B, T], "attention_mask": [B, T]}`` (packed blocks, 0 only in final padding).
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.masking = masking
+        self.mask_token_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+        special = torch.zeros(max(self.vocab_size, model.get_input_embeddings().weight.shape[0]), dtype=torch.bool)
+        special[torch.tensor(tokenizer.all_special_ids, dtype=torch.long)] = True
+        self.register_buffer("special_lookup", special, persistent=False)
+        continuation = torch.zeros_like(special)
+        if masking.whole_word_masking:
+            for token, index in tokenizer.get_vocab().items():
+                if token.startswith("##"):
+                    continuation[index] = True
+        self.register_buffer("continuation_lookup", continuation, persistent=False)
+        self.head_name = next((n for n in ("cls", "lm_head") if isinstance(getattr(model, n, None), nn.Module)), None)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        self.seq_len = input_ids.shape[1]
+        maskable = attention_mask.bool() & ~self.special_lookup[input_ids]
+        word_start = ~self.continuation_lookup[input_ids] if self.masking.whole_word_masking else None
+        corrupted, selected = mask_tokens(input_ids, maskable, self.mask_token_id, self.vocab_size, self.masking,
+                                          word_start=word_start)
+        labels = input_ids[selected]
+        # Packed blocks only contain padding in the very last block; skip the mask then (faster SDPA path).
+        mask_arg = None if bool(attention_mask.all()) else attention_mask
+        if self.head_name is not None:
+            # Reached through the model (not stored as submodules here) so each weight is saved once.
+            hidden = self.model.base_model(input_ids=corrupted, attention_mask=mask_arg).last_hidden_state
+            logits = getattr(self.model, self.head_name)(hidden[selected])  # [N_selected, V]
+        else:
+            logits = self.model(input_ids=corrupted, attention_mask=mask_arg).logits[selected]
+        count = labels.numel()
+        if count == 0:
+            # Nothing selected (tiny batch): a zero loss that still touches the graph keeps DDP in step.
+            zero = logits.sum() * 0.0
+            return StepOutput(loss=zero, num_items=0, metrics={"accuracy": zero.detach()},
+                              num_inputs=int(attention_mask.sum()))
+        loss = F.cross_entropy(logits.float(), labels)
+        accuracy = (logits.argmax(dim=-1) == labels).float().mean()
+        return StepOutput(loss=loss, num_items=count, metrics={"accuracy": accuracy.detach()},
+                          num_inputs=int(attention_mask.sum()))
+
+    def eval_summary(self, totals: dict[str, float]) -> dict[str, float]:
+        return {"perplexity": float(torch.exp(torch.tensor(min(totals["loss"], 50.0))))}
+
+    def flops_per_input(self) -> float | None:
+        return _transformer_flops_per_token(self.model, self.masking.mlm_probability, getattr(self, "seq_len", 0))
+
+    def export(self, output_dir: Path) -> None:
+        self.model.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
+
+
+class CausalLMObjective(Objective):
+    """Next-token prediction (Radford et al. 2018/2019, GPT/GPT-2): cross-entropy of token t+1 given <= t.
+
+    Batch: ``{"input_ids": [B, T], "attention_mask": [B, T]}``; targets are the inputs shifted by one, and
+    positions whose target is padding carry no loss.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        self.seq_len = input_ids.shape[1]
+        mask_arg = None if bool(attention_mask.all()) else attention_mask
+        logits = self.model(input_ids=input_ids, attention_mask=mask_arg).logits
+        loss, count, correct = causal_lm_loss(logits, input_ids, attention_mask)
+        return StepOutput(loss=loss, num_items=count, metrics={"accuracy": correct.detach()},
+                          num_inputs=int(attention_mask.sum()))
+
+    def eval_summary(self, totals: dict[str, float]) -> dict[str, float]:
+        return {"perplexity": float(torch.exp(torch.tensor(min(totals["loss"], 50.0))))}
+
+    def flops_per_input(self) -> float | None:
+        return _transformer_flops_per_token(self.model, 1.0, getattr(self, "seq_len", 0))
+
+    def export(self, output_dir: Path) -> None:
+        self.model.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
+
+
+def causal_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                   ) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """Mean next-token cross-entropy over valid targets.
+
+    Args:
+        logits: ``[B, T, V]``; position t predicts token t+1.
+        input_ids: ``[B, T]``.
+        attention_mask: ``[B, T]``, 0 at padding.
+
+    Returns:
+        ``(mean loss, number of targets, next-token accuracy)``.
+    """
+    targets = input_ids[:, 1:]
+    valid = attention_mask[:, 1:].bool()
+    flat_logits = logits[:, :-1][valid]
+    flat_targets = targets[valid]
+    loss = F.cross_entropy(flat_logits.float(), flat_targets)
+    accuracy = (flat_logits.argmax(-1) == flat_targets).float().mean()
+    return loss, int(flat_targets.numel()), accuracy
+
+
+def _transformer_flops_per_token(model: PreTrainedModel, head_fraction: float, seq_len: int) -> float:
+    """Training FLOPs per input token: 6 x (non-embedding params) + the LM head on ``head_fraction`` of tokens
+    + attention scores (Kaplan et al. 2020, "Scaling Laws", table 1, times 3 for forward + backward)."""
+    config = model.config
+    embeddings = model.get_input_embeddings().weight
+    vocab, hidden = embeddings.shape
+    # Embedding lookups (token, position, type) do no matmul work; the tied decoder is counted as the head.
+    params = sum(p.numel() for name, p in model.named_parameters()
+                 if not (p.ndim == 2 and ("embeddings" in name or name.endswith(("wte.weight", "wpe.weight")))))
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
+    return 6.0 * params + 6.0 * head_fraction * vocab * hidden + 6.0 * 2 * layers * seq_len * hidden
