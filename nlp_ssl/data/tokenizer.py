@@ -40,6 +40,12 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], cfg
         trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
                                             special_tokens=list(BERT_SPECIALS.values()), show_progress=False)
         tok.train_from_iterator(_limited(texts, cfg.max_training_texts), trainer=trainer)
+        # The WordPiece trainer learns the same vocabulary every time but numbers it in hash-map order;
+        # renumber it (specials first, then sorted) so the same corpus always gives the same ids.
+        learned = tok.get_vocab()
+        ordered = list(BERT_SPECIALS.values()) + sorted(t for t in learned if t not in BERT_SPECIALS.values())
+        tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(ordered)}, unk_token="[UNK]",
+                                     continuing_subword_prefix="##")
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",

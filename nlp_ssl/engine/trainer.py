@@ -116,7 +116,7 @@ class Trainer:
         if eval_dataset is not None:
             eval_loader = DataLoader(eval_dataset, batch_size=config.per_device_eval_batch_size,
                                      shuffle=False, collate_fn=collate_fn, num_workers=config.dataloader_num_workers)
-        optimizer = build_optimizer(objective, config)
+        optimizer = objective.configure_optimizer(config) or build_optimizer(objective, config)
         scheduler = build_scheduler(optimizer, config)
         # One prepare for everything trainable: DDP wraps the objective (model + heads) once.
         if eval_loader is not None:
@@ -193,11 +193,13 @@ class Trainer:
 
         self.objective.train()
         while self.state.step < cfg.max_steps:
+            # Fetch first, then seed: creating a DataLoader iterator draws from the global RNG, and a resumed
+            # run creates one at a different step than an uninterrupted run does.
+            micro_batches = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
             self._seed_step(self.state.step)
             step_items = torch.zeros((), device=acc.device)
             outputs: list[StepOutput] = []
-            for micro in range(cfg.gradient_accumulation_steps):
-                batch = next(batches)
+            for micro, batch in enumerate(micro_batches):
                 last = micro == cfg.gradient_accumulation_steps - 1
                 # Skip the gradient all-reduce on all but the last micro-batch of the step.
                 sync = contextlib.nullcontext() if last else acc.no_sync(self.objective)
@@ -293,6 +295,8 @@ class Trainer:
         # A fixed seed makes stochastic evaluation (e.g. which tokens are masked) the same at every step.
         self._seed_step(0, salt=12345)
         sums: dict[str, torch.Tensor] = {}
+        predictions: list[torch.Tensor] = []
+        references: list[torch.Tensor] = []
         items = torch.zeros((), device=acc.device, dtype=torch.float64)
         for index, batch in enumerate(tqdm(self.eval_loader, desc="eval", leave=False,
                                            disable=not acc.is_local_main_process)):
@@ -302,6 +306,10 @@ class Trainer:
                 out = self.unwrapped.evaluate_batch(batch)
             n = torch.as_tensor(out.num_items, device=acc.device, dtype=torch.float64)
             items += n
+            if out.predictions is not None:
+                # Ragged per process (even_batches=False), so no padding sample is counted twice.
+                predictions.append(acc.gather_for_metrics(out.predictions.contiguous()).cpu())
+                references.append(acc.gather_for_metrics(out.references.contiguous()).cpu())
             for name, value in {"loss": out.loss, **out.metrics}.items():
                 sums[name] = sums.get(name, torch.zeros((), device=acc.device, dtype=torch.float64)) + value.detach().double() * n
         names = sorted(sums)
@@ -311,6 +319,9 @@ class Trainer:
         means = {n: float(total[i].item()) / max(count, 1.0) for i, n in enumerate(names)}
         result = {f"eval/{k}": v for k, v in means.items()}
         result.update({f"eval/{k}": v for k, v in self.unwrapped.eval_summary(means).items()})
+        if predictions:
+            computed = self.unwrapped.compute_metrics(torch.cat(predictions), torch.cat(references))
+            result.update({f"eval/{k}": float(v) for k, v in computed.items()})
         result["eval/items"] = count
         result["step"] = self.state.step
         return result

@@ -26,6 +26,9 @@ class StepOutput:
             all processes), so the update does not depend on how items are split into batches.
         metrics: detached scalars for logging, each a mean over ``num_items`` (weighted the same way).
         num_items: tokens / pairs / images behind ``loss``.
+        predictions, references: optional per-example tensors (eval only) for metrics that are not means
+            of per-batch values (F1, Matthews correlation); the engine gathers them from every process and
+            hands them to :meth:`Objective.compute_metrics`.
         num_inputs: what throughput is counted in (input tokens, words, images); defaults to ``num_items``.
             They differ for masked LM, whose loss covers only the ~15% selected tokens of each block.
     """
@@ -34,6 +37,8 @@ class StepOutput:
     num_items: int | torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     num_inputs: int | None = None
+    predictions: torch.Tensor | None = None
+    references: torch.Tensor | None = None
 
 
 class Objective(nn.Module, abc.ABC):
@@ -55,6 +60,14 @@ class Objective(nn.Module, abc.ABC):
         return {}
 
     @abc.abstractmethod
+    def compute_metrics(self, predictions: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
+        """Metrics over the whole eval set from gathered ``predictions`` / ``references`` (see StepOutput)."""
+        return {}
+
+    def configure_optimizer(self, config: Any) -> torch.optim.Optimizer | None:
+        """Return an optimizer to use instead of the engine's AdamW (e.g. sparse SGD for word2vec), or None."""
+        return None
+
     def export(self, output_dir: Path) -> None:
         """Write the pretrained artifact (a ``save_pretrained`` folder, word vectors...) into ``output_dir``."""
 
