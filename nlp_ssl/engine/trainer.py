@@ -308,8 +308,8 @@ class Trainer:
             items += n
             if out.predictions is not None:
                 # Ragged per process (even_batches=False), so no padding sample is counted twice.
-                predictions.append(acc.gather_for_metrics(out.predictions.contiguous()).cpu())
-                references.append(acc.gather_for_metrics(out.references.contiguous()).cpu())
+                predictions.append(_gather_ragged(acc, out.predictions))
+                references.append(_gather_ragged(acc, out.references))
             for name, value in {"loss": out.loss, **out.metrics}.items():
                 sums[name] = sums.get(name, torch.zeros((), device=acc.device, dtype=torch.float64)) + value.detach().double() * n
         names = sorted(sums)
@@ -369,6 +369,17 @@ class Trainer:
                     self.on_export(tmp, clean)
         acc.wait_for_everyone()
         return final
+
+
+def _gather_ragged(acc: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (``[n_rank, ...]``, n differing per process) from all processes, on CPU."""
+    if acc.num_processes == 1:
+        return tensor.detach().cpu()
+    sizes = acc.gather(torch.tensor([tensor.shape[0]], device=acc.device)).tolist()
+    padded = acc.pad_across_processes(tensor.detach().contiguous(), dim=0)
+    gathered = acc.gather(padded).cpu()
+    width = max(sizes)
+    return torch.cat([gathered[i * width: i * width + n] for i, n in enumerate(sizes)])
 
 
 class _Window:
