@@ -50,6 +50,7 @@ class TrainingConfig:
     save_total_limit: int | None = 2
     seed: int = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    use_cpu: bool = False
     max_time_minutes: float | None = None
     report_to: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
     dataloader_num_workers: int = 0

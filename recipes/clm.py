@@ -8,10 +8,12 @@ from nlp_ssl.errors import exit_on_user_error
 from nlp_ssl.pipelines.language_model import CausalLMConfig, format_summary, pretrain_language_model
 from nlp_ssl.recipe_args import parse_recipe_args
 
+CONFIG = CausalLMConfig
+
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_recipe_args(CausalLMConfig, argv, description=__doc__)
+    cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
     summary = pretrain_language_model(cfg, "causal")
     if summary.is_main_process:
         print(format_summary(summary, "causal"))

@@ -8,10 +8,12 @@ from nlp_ssl.errors import exit_on_user_error
 from nlp_ssl.pipelines.language_model import MaskedLMConfig, format_summary, pretrain_language_model
 from nlp_ssl.recipe_args import parse_recipe_args
 
+CONFIG = MaskedLMConfig
+
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_recipe_args(MaskedLMConfig, argv, description=__doc__)
+    cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
     summary = pretrain_language_model(cfg, "masked")
     if summary.is_main_process:
         print(format_summary(summary, "masked"))

@@ -66,12 +66,21 @@ def make_accelerator(config: TrainingConfig, output_dir: Path) -> Accelerator:
     """One Accelerator per run; hardware comes from ``accelerate launch``, precision from the config."""
     trackers = [t for t in config.report_to if t != "none"]
     return Accelerator(
+        # Without an accelerator, ask for CPU explicitly: then `accelerate launch --multi_gpu --num_processes N`
+        # (torchrun underneath) gives N data-parallel CPU processes over gloo instead of N lone ones.
+        cpu=config.use_cpu or not _has_accelerator_device(),
         mixed_precision=config.mixed_precision,
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         # Uneven last eval batches are fine: we sum losses and items, so no sample may be duplicated.
         dataloader_config=DataLoaderConfiguration(even_batches=False),
     )
+
+
+def _has_accelerator_device() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available()) or bool(xpu and xpu.is_available())
 
 
 class Trainer:
