@@ -142,8 +142,7 @@ def _load_recipe_module(name: str) -> ModuleType:
 
 def cmd_run(args: argparse.Namespace) -> int:
     module = _load_recipe_module(args.recipe)
-    argv = (["--config", args.config] if args.config else []) + list(args.overrides)
-    module.main(argv)
+    module.main(list(args.args))
     return 0
 
 
@@ -177,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a recipe in this process (for several GPUs use accelerate launch)")
     run.add_argument("recipe")
-    run.add_argument("--config")
-    run.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="--config FILE and dotted key=value overrides")
     run.set_defaults(func=cmd_run)
 
     evaluate = sub.add_parser("eval", help="evaluate word vectors or a model")

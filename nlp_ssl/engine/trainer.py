@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -31,6 +32,11 @@ from nlp_ssl.engine.optim import build_optimizer, build_scheduler
 from nlp_ssl.engine.run_dir import RunDirectory, flatten_config
 from nlp_ssl.engine.sampler import EpochShuffleSampler
 from nlp_ssl.objectives.base import Objective, StepOutput
+
+# Tied weights (the MLM decoder is the embedding matrix) are saved once by accelerate, which warns at every
+# checkpoint; the model re-ties them on load by construction, so the warning says nothing here.
+logging.getLogger("accelerate.utils.other").addFilter(
+    lambda record: not str(record.getMessage()).startswith("Removed shared tensor"))
 
 # Peak dense fp32 throughput used for the model-FLOPs-utilisation estimate when no GPU is present
 # (a 2048x2048 fp32 matmul on the 2-core AVX2 reference machine).
