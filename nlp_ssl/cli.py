@@ -5,6 +5,7 @@
     nlp-ssl run RECIPE --config FILE [k=v ...]   run a recipe in this process (same as `python recipes/RECIPE.py`)
     nlp-ssl eval intrinsic VECTORS_OR_MODEL      word similarity / analogy / neighbours
     nlp-ssl eval probe MODEL --task TASK         linear probe of frozen features
+    nlp-ssl push FOLDER REPO_ID                  upload an exported folder (model, tokenizer, card) to the hub
 """
 
 from __future__ import annotations
@@ -178,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe")
     run.add_argument("args", nargs=argparse.REMAINDER, help="--config FILE and dotted key=value overrides")
     run.set_defaults(func=cmd_run)
+
+    from nlp_ssl.hub.push import add_push_parser
+
+    add_push_parser(sub)
 
     evaluate = sub.add_parser("eval", help="evaluate word vectors or a model")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)

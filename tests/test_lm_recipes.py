@@ -150,3 +150,14 @@ def test_two_process_data_parallel_run(tmp_path):
         "random_states_0.pkl", "random_states_1.pkl"]
     assert result.stdout.count("Exported model") == 1  # printed by the main process only
     assert AutoModelForMaskedLM.from_pretrained(out / "final") is not None
+
+
+def test_push_checks_the_export_before_uploading(tmp_path):
+    out = tmp_path / "mlm"
+    assert run_entry(["recipes/mlm.py", "--config", MLM_DEBUG, f"output_dir={out}", "max_steps=2", "save_steps=2",
+                      "eval_steps=2"]).returncode == 0
+    ok = run_entry(["-m", "nlp_ssl.cli", "push", str(out / "final"), "me/tiny-bert", "--dry-run"])
+    assert ok.returncode == 0 and "complete transformers export" in ok.stdout, ok.stderr
+    (out / "final" / "README.md").unlink()
+    broken = run_entry(["-m", "nlp_ssl.cli", "push", str(out / "final"), "me/tiny-bert", "--dry-run"])
+    assert_user_error(broken, "missing README.md")
