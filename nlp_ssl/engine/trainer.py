@@ -206,6 +206,7 @@ class Trainer:
         eval_metrics: dict[str, float] = {}
         stopped_by_time = False
 
+        unit = self.unwrapped.throughput_unit
         self.objective.train()
         while self.state.step < cfg.max_steps:
             # Fetch first, then seed: creating a DataLoader iterator draws from the global RNG, and a resumed
@@ -253,7 +254,7 @@ class Trainer:
                 record["train/epoch"] = self.state.epoch + self._epoch_fraction()
                 if record.get("_seconds"):
                     rate = record.pop("_inputs") / record.pop("_seconds")
-                    record["train/inputs_per_sec"] = rate
+                    record[f"train/{unit}_per_sec"] = rate
                     flops_per_input = self.unwrapped.flops_per_input()
                     if flops_per_input:
                         flops = flops_per_input * rate
@@ -264,8 +265,8 @@ class Trainer:
                     record.pop("_inputs", None)
                     record.pop("_seconds", None)
                 self._log(record, metrics_file)
-                bar.set_postfix(loss=f"{record.get('train/loss', float('nan')):.4f}",
-                                inputs_s=f"{record.get('train/inputs_per_sec', 0):,.0f}")
+                bar.set_postfix({"loss": f"{record.get('train/loss', float('nan')):.4f}",
+                                 f"{unit}/s": f"{record.get(f'train/{unit}_per_sec', 0):,.0f}"})
 
             if self.eval_loader is not None and self.state.step % cfg.eval_steps == 0 and self.state.step < cfg.max_steps:
                 eval_metrics = self.evaluate()

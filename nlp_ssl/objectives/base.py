@@ -44,6 +44,9 @@ class StepOutput:
 class Objective(nn.Module, abc.ABC):
     """Owns the model(s), heads and loss; ``accelerator.prepare`` wraps it once."""
 
+    #: what ``StepOutput.num_inputs`` counts, for the progress bar and the ``train/<unit>_per_sec`` log key
+    throughput_unit: str = "items"
+
     @abc.abstractmethod
     def forward(self, batch: Any) -> StepOutput:
         """Loss of one micro-batch."""

@@ -23,6 +23,8 @@ class MaskedLMObjective(Objective):
     Batch: ``{"input_ids": [B, T], "attention_mask": [B, T]}`` (packed blocks, 0 only in final padding).
     """
 
+    throughput_unit = "tokens"
+
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, masking: MaskingConfig) -> None:
         super().__init__()
         self.model = model
@@ -85,6 +87,8 @@ class CausalLMObjective(Objective):
     Batch: ``{"input_ids": [B, T], "attention_mask": [B, T]}``; targets are the inputs shifted by one, and
     positions whose target is padding carry no loss.
     """
+
+    throughput_unit = "tokens"
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__()
