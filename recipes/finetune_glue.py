@@ -12,12 +12,14 @@ from nlp_ssl.errors import exit_on_user_error
 from nlp_ssl.pipelines.finetune import GlueFinetuneConfig, format_outcomes, run_glue
 from nlp_ssl.recipe_args import parse_recipe_args
 
+CONFIG = GlueFinetuneConfig  # read by `nlp-ssl validate / show`
+
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
-    cfg = parse_recipe_args(GlueFinetuneConfig, argv, description=__doc__)
+    cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
     outcomes = run_glue(cfg)
     if PartialState().is_main_process:
         print(format_outcomes(outcomes))

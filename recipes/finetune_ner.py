@@ -11,12 +11,14 @@ from nlp_ssl.errors import exit_on_user_error
 from nlp_ssl.pipelines.finetune import NerFinetuneConfig, format_outcomes, run_ner
 from nlp_ssl.recipe_args import parse_recipe_args
 
+CONFIG = NerFinetuneConfig  # read by `nlp-ssl validate / show`
+
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
-    cfg = parse_recipe_args(NerFinetuneConfig, argv, description=__doc__)
+    cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
     outcome = run_ner(cfg)
     if PartialState().is_main_process:
         print(format_outcomes([outcome]))

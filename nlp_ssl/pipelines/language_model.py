@@ -26,12 +26,18 @@ from nlp_ssl.objectives.masking import MaskingConfig
 
 
 @dataclass
-class MaskedLMConfig(TrainingConfig):
-    """``recipes/mlm.py``: engine keys at the top level, then the data, tokenizer, model and masking sections."""
+class LanguageModelConfig(TrainingConfig):
+    """Engine keys at the top level, then what every LM recipe needs: data, tokenizer and model sections."""
 
     data: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: TransformerConfig = field(default_factory=TransformerConfig)
+
+
+@dataclass
+class MaskedLMConfig(LanguageModelConfig):
+    """``recipes/mlm.py``: adds the masking section."""
+
     mlm: MaskingConfig = field(default_factory=MaskingConfig)
 
 
@@ -44,12 +50,9 @@ class GenerationConfig:
 
 
 @dataclass
-class CausalLMConfig(TrainingConfig):
-    """``recipes/clm.py``: like the masked-LM config, with a generated sample at the end instead of masking."""
+class CausalLMConfig(LanguageModelConfig):
+    """``recipes/clm.py``: adds the sample generated at the end."""
 
-    data: CorpusConfig = field(default_factory=CorpusConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: TransformerConfig = field(default_factory=TransformerConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
