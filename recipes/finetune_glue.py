@@ -8,8 +8,10 @@
 (``task=all``: one folder per task plus ``glue_results.md`` / ``glue_results.json``).
 """
 
+from pathlib import Path
+
 from nlp_ssl.errors import exit_on_user_error
-from nlp_ssl.pipelines.finetune import GlueFinetuneConfig, format_outcomes, run_glue
+from nlp_ssl.pipelines.finetune import GlueFinetuneConfig, end_processes, format_outcomes, run_glue
 from nlp_ssl.recipe_args import parse_recipe_args
 
 CONFIG = GlueFinetuneConfig  # read by `nlp-ssl validate / show`
@@ -20,13 +22,14 @@ def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
     cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
-    outcomes = run_glue(cfg)
-    if PartialState().is_main_process:
-        print(format_outcomes(outcomes))
-        if cfg.task == "all" and all(o.complete for o in outcomes):
-            from pathlib import Path
-
-            print((Path(cfg.output_dir) / "glue_results.md").read_text(encoding="utf-8"))
+    try:
+        outcomes = run_glue(cfg)
+        if PartialState().is_main_process:
+            print(format_outcomes(outcomes))
+            if cfg.task == "all" and all(o.complete for o in outcomes):
+                print((Path(cfg.output_dir) / "glue_results.md").read_text(encoding="utf-8"))
+    finally:
+        end_processes()
 
 
 if __name__ == "__main__":

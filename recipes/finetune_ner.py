@@ -8,7 +8,7 @@ conlleval rules), overall and per entity type, on validation (selection) and tes
 """
 
 from nlp_ssl.errors import exit_on_user_error
-from nlp_ssl.pipelines.finetune import NerFinetuneConfig, format_outcomes, run_ner
+from nlp_ssl.pipelines.finetune import NerFinetuneConfig, end_processes, format_outcomes, run_ner
 from nlp_ssl.recipe_args import parse_recipe_args
 
 CONFIG = NerFinetuneConfig  # read by `nlp-ssl validate / show`
@@ -19,9 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
     cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
-    outcome = run_ner(cfg)
-    if PartialState().is_main_process:
-        print(format_outcomes([outcome]))
+    try:
+        outcome = run_ner(cfg)
+        if PartialState().is_main_process:
+            print(format_outcomes([outcome]))
+    finally:
+        end_processes()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,309 @@
+"""Supervised fine-tuning objectives: sequence classification (GLUE) and token classification (NER).
+
+Both keep what evaluation needs in :class:`StepOutput.predictions` / ``references`` so the engine can gather
+them from every process and hand the whole eval set to :meth:`compute_metrics` (F1, Matthews correlation
+and entity-level seqeval scores are not means of per-batch values). Both also select the best model on
+dev: every evaluation scores the *selection split* (the first eval split), and a :class:`BestSnapshot`
+keeps a CPU copy of the weights of the best evaluation so far, which :meth:`export` writes out.
+
+Eval batches may hold several splits at once (MNLI matched + mismatched, validation + test): each example
+carries a ``split_id`` and metrics are reported per split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from nlp_ssl.eval.metrics import compute_metric, seqeval_metric
+from nlp_ssl.objectives.base import Objective, StepOutput
+
+IGNORE_INDEX = -100
+
+
+# --- losses as pure functions -------------------------------------------------------------------------
+
+
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean loss of a sequence classifier, as BERT fine-tuning defines it (Devlin et al., 2019, sec. 4.1).
+
+    Args:
+        logits: ``[B, C]`` class scores, or ``[B, 1]`` for a regression task (STS-B).
+        labels: ``[B]`` class ids (int64), or ``[B]`` real targets for regression.
+
+    Returns:
+        Scalar: cross-entropy ``mean_b -log softmax(logits_b)[y_b]`` for classification, mean squared error
+        ``mean_b (logits_b - y_b)^2`` for regression (what transformers' ``*ForSequenceClassification``
+        compute for ``num_labels == 1``). Computed in fp32 so mixed precision does not change the loss.
+    """
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.float().squeeze(-1), labels.float())
+    return F.cross_entropy(logits.float(), labels.long())
+
+
+def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over labelled tokens.
+
+    Args:
+        logits: ``[B, T, C]``.
+        labels: ``[B, T]`` tag ids; ``-100`` marks positions without a label (special tokens, padding and,
+            by default, the non-first sub-tokens of each word).
+
+    Returns:
+        ``(loss, count)``: the mean over the ``count`` labelled positions (a zero that keeps the graph when
+        there are none), and ``count`` so the engine weights micro-batches by tokens, not by sentences.
+    """
+    valid = labels != IGNORE_INDEX
+    count = int(valid.sum())
+    if count == 0:
+        return logits.sum() * 0.0, 0
+    return F.cross_entropy(logits[valid].float(), labels[valid].long()), count
+
+
+# --- best-on-dev selection ----------------------------------------------------------------------------
+
+
+class BestSnapshot:
+    """The best evaluation so far (by one metric) and a CPU copy of the weights that produced it.
+
+    Registered with ``accelerator.register_for_checkpointing`` by the fine-tuning pipeline, so a resumed run
+    still knows which earlier evaluation was best and can export its weights.
+    """
+
+    def __init__(self, metric: str, greater_is_better: bool = True) -> None:
+        self.metric = metric
+        self.greater_is_better = greater_is_better
+        self.score: float | None = None
+        self.step: int | None = None
+        self.metrics: dict[str, float] = {}
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def is_better(self, score: float) -> bool:
+        if not math.isfinite(score):
+            return self.score is None and self.weights is None  # a NaN first score still beats nothing
+        if self.score is None or not math.isfinite(self.score):
+            return True
+        # Ties keep the earlier (shorter-trained) model.
+        return score > self.score if self.greater_is_better else score < self.score
+
+    def update(self, step: int, metrics: dict[str, float], model: torch.nn.Module) -> bool:
+        """Record ``metrics`` and copy ``model``'s weights if ``metrics[self.metric]`` is the best so far."""
+        score = float(metrics[self.metric])
+        if not self.is_better(score):
+            return False
+        self.score, self.step, self.metrics = score, step, dict(metrics)
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return True
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the best weights into ``model`` (no-op before the first evaluation)."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "score": self.score, "step": self.step, "metrics": self.metrics,
+                "weights": self.weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.score, self.step = state["score"], state["step"]
+        self.metrics, self.weights = dict(state["metrics"]), state["weights"]
+
+
+def split_prefix(names: Sequence[str], index: int) -> str:
+    """Metric-name prefix of eval split ``index``: empty with one split, else ``matched/``, ``test/``...
+
+    ``validation_matched`` becomes ``matched/``: the GLUE split names carry the word validation twice over.
+    """
+    if len(names) == 1:
+        return ""
+    name = names[index]
+    return (name[len("validation_"):] if name.startswith("validation_") else name) + "/"
+
+
+# --- sequence classification --------------------------------------------------------------------------
+
+
+class SequenceClassificationObjective(Objective):
+    """Fine-tune a ``*ForSequenceClassification`` model; metrics from :mod:`nlp_ssl.eval.metrics`.
+
+    Batch: ``{"input_ids": [B, T], "attention_mask": [B, T], ("token_type_ids": [B, T]), "labels": [B],
+    "split_id": [B]}``; ``split_id`` indexes ``eval_splits`` and is only needed in eval batches.
+
+    Args:
+        model: the classifier (``num_labels`` outputs; 1 for regression).
+        tokenizer: saved next to the model on export.
+        metric: metric family of the task (``accuracy``, ``f1``, ``matthews_correlation``,
+            ``pearson_spearman``).
+        eval_splits: names of the splits in the eval set, the selection split first.
+        select_metric: key of :meth:`compute_metrics`' result that picks the best evaluation.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, metric: str,
+                 eval_splits: Sequence[str], select_metric: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.metric = metric
+        self.eval_splits = list(eval_splits)
+        self.regression = metric == "pearson_spearman"
+        self.best = BestSnapshot(select_metric)
+        self.step = 0
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[StepOutput, torch.Tensor]:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        logits = self.model(**inputs).logits  # [B, C]
+        labels = batch["labels"]
+        loss = sequence_classification_loss(logits, labels)
+        metrics = {}
+        if not self.regression:
+            metrics["accuracy"] = (logits.argmax(-1) == labels).float().mean().detach()
+        out = StepOutput(loss=loss, num_items=labels.shape[0], metrics=metrics,
+                         num_inputs=int(batch["attention_mask"].sum()))
+        return out, logits
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        return self._step(batch)[0]
+
+    def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        out, logits = self._step(batch)
+        out.predictions = logits.detach().float()  # [B, C]: kept whole so any metric can be derived later
+        label_dtype = torch.float32 if self.regression else torch.long
+        split_id = batch.get("split_id", torch.zeros_like(batch["labels"]))
+        out.references = torch.stack([batch["labels"].to(label_dtype), split_id.to(label_dtype)], dim=1)  # [B, 2]
+        return out
+
+    def compute_metrics(self, predictions: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
+        """Per-split task metrics from gathered ``predictions`` ``[N, C]`` and ``references`` ``[N, 2]``.
+
+        ``references[:, 0]`` is the gold label, ``references[:, 1]`` the split id. Updates the best snapshot.
+        """
+        result: dict[str, float] = {}
+        scores = predictions.squeeze(-1) if self.regression else predictions.argmax(-1)
+        for index, _ in enumerate(self.eval_splits):
+            rows = references[:, 1].long() == index
+            if not bool(rows.any()):
+                continue
+            gold = references[rows, 0]
+            pred = scores[rows]
+            values = compute_metric(self.metric, pred.numpy(), (gold if self.regression else gold.long()).numpy())
+            prefix = split_prefix(self.eval_splits, index)
+            result.update({f"{prefix}{k}": v for k, v in values.items()})
+        if self.best.metric in result:
+            self.best.update(self.step, result, self.model)
+        return result
+
+    def on_optimizer_step(self, step: int) -> None:
+        self.step = step
+
+    def export(self, output_dir: Path) -> None:
+        # Best-on-dev selection: the exported model is the best evaluation's, not the last step's.
+        self.best.restore(self.model)
+        self.model.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
+
+
+# --- token classification -----------------------------------------------------------------------------
+
+
+class TokenClassificationObjective(Objective):
+    """Fine-tune a ``*ForTokenClassification`` model (NER); entity-level scores with seqeval.
+
+    Batch: ``{"input_ids": [B, T], "attention_mask": [B, T], ("token_type_ids": [B, T]), "labels": [B, T],
+    "sentence_id": [B], "split_id": [B]}``. ``labels`` is ``-100`` except at the positions that carry a word's
+    tag (the first sub-token of each word, see :func:`nlp_ssl.data.conll.align_labels_with_tokens`);
+    ``sentence_id`` (unique in the eval set) and ``split_id`` are only needed in eval batches.
+
+    Args:
+        model: the token classifier, ``len(label_names)`` outputs.
+        tokenizer: saved next to the model on export.
+        label_names: tag id -> IOB2 tag (``O``, ``B-PER``...).
+        eval_splits: names of the splits in the eval set, the selection split first.
+        select_metric: key of :meth:`compute_metrics`' result that picks the best evaluation.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str],
+                 eval_splits: Sequence[str], select_metric: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.label_names = list(label_names)
+        self.eval_splits = list(eval_splits)
+        self.best = BestSnapshot(select_metric)
+        self.step = 0
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[StepOutput, torch.Tensor]:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        logits = self.model(**inputs).logits  # [B, T, C]
+        labels = batch["labels"]
+        loss, count = token_classification_loss(logits, labels)
+        valid = labels != IGNORE_INDEX
+        correct = (logits.argmax(-1)[valid] == labels[valid]).float()
+        metrics = {"accuracy": (correct.mean() if count else loss.new_zeros(())).detach()}
+        return StepOutput(loss=loss, num_items=count, metrics=metrics,
+                          num_inputs=int(batch["attention_mask"].sum())), logits
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        return self._step(batch)[0]
+
+    def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        out, logits = self._step(batch)
+        labels = batch["labels"]
+        valid = labels != IGNORE_INDEX  # [B, T]
+        # Only labelled positions are kept: sequences differ in length from batch to batch, so a [B, T] tensor
+        # could not be concatenated over the eval set. Row-major order keeps each word sequence in order.
+        sentence = batch["sentence_id"].unsqueeze(1).expand_as(labels)[valid]
+        split = batch.get("split_id", torch.zeros_like(batch["sentence_id"])).unsqueeze(1).expand_as(labels)[valid]
+        out.predictions = logits.argmax(-1)[valid]  # [N]
+        out.references = torch.stack([labels[valid], sentence, split], dim=1)  # [N, 3]
+        return out
+
+    def compute_metrics(self, predictions: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
+        """seqeval scores per split from word-level ``predictions`` ``[N]`` and ``references`` ``[N, 3]``.
+
+        ``references`` columns: gold tag id, sentence id, split id. Returns ``overall_precision``,
+        ``overall_recall``, ``overall_f1``, ``overall_accuracy`` and ``<TYPE>/precision|recall|f1|number``,
+        prefixed by the split when there are several. Updates the best snapshot.
+        """
+        result: dict[str, float] = {}
+        for index, _ in enumerate(self.eval_splits):
+            rows = references[:, 2] == index
+            if not bool(rows.any()):
+                continue
+            gold_seqs, pred_seqs = self._sequences(predictions[rows], references[rows, 0], references[rows, 1])
+            scores = seqeval_metric(pred_seqs, gold_seqs)
+            prefix = split_prefix(self.eval_splits, index)
+            for key, value in scores.items():
+                if isinstance(value, dict):
+                    result.update({f"{prefix}{key}/{name}": float(v) for name, v in value.items()})
+                else:
+                    result[f"{prefix}{key}"] = float(value)
+        if self.best.metric in result:
+            self.best.update(self.step, result, self.model)
+        return result
+
+    def _sequences(self, pred: torch.Tensor, gold: torch.Tensor, sentence: torch.Tensor
+                   ) -> tuple[list[list[str]], list[list[str]]]:
+        """Regroup flat word tags into one tag sequence per sentence, in word order."""
+        order = torch.argsort(sentence, stable=True)  # stable: words of a sentence keep their order
+        sentence, pred, gold = sentence[order], pred[order], gold[order]
+        _, counts = torch.unique_consecutive(sentence, return_counts=True)
+        names = self.label_names
+        gold_seqs, pred_seqs = [], []
+        for g, p in zip(gold.split(counts.tolist()), pred.split(counts.tolist())):
+            gold_seqs.append([names[i] for i in g.tolist()])
+            pred_seqs.append([names[i] for i in p.tolist()])
+        return gold_seqs, pred_seqs
+
+    def on_optimizer_step(self, step: int) -> None:
+        self.step = step
+
+    def export(self, output_dir: Path) -> None:
+        self.best.restore(self.model)
+        self.model.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
