@@ -58,10 +58,13 @@ def pretrain(out: Path, config: Path, steps: int, quick: bool) -> Path:
     if state.is_file() and json.loads(state.read_text()).get("complete"):
         print(f"pretrained model: reusing {run / 'final'}", flush=True)
         return run / "final"
+    # The budget is pinned here (steps, 10% warmup, no wall-clock cap) so the figures do not drift with the
+    # config's own sizing; model, data, tokenizer and optimizer settings are the config's.
     args = [sys.executable, str(REPO / "recipes" / "mlm.py"), "--config", str(config), "data.corpus=mixed",
-            f"max_steps={steps}", f"output_dir={run}", "report_to=[]"]
+            f"max_steps={steps}", f"warmup_steps={max(1, steps // 10)}", "max_time_minutes=null",
+            f"eval_steps={max(1, steps // 3)}", f"save_steps={max(1, steps // 6)}", f"output_dir={run}", "report_to=[]"]
     if quick:
-        args += ["eval_steps=30", "save_steps=30", "data.max_train_samples=3000",
+        args += ["data.max_train_samples=3000",
                  "data.max_eval_samples=200"]
     print("pretraining:", " ".join(args[1:]), flush=True)
     started = time.perf_counter()

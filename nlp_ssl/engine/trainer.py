@@ -189,7 +189,12 @@ class Trainer:
             self.state.batches_in_epoch = 0
 
     # ------------------------------------------------------------------------------------------------------
-    def train(self, resume_from: Path | None = None) -> TrainResult:
+    def train(self, resume_from: Path | None = None, end_process_group: bool = True) -> TrainResult:
+        """Train to ``max_steps`` (or the time budget), evaluate, export ``final/``.
+
+        ``end_process_group=False`` keeps the distributed process group alive (trackers are still closed) so the
+        same process can run further trainings, e.g. one per fine-tuning seed; the caller ends it.
+        """
         cfg, acc = self.config, self.accelerator
         if resume_from is not None:
             acc.load_state(str(resume_from))
@@ -260,7 +265,7 @@ class Trainer:
                         flops = flops_per_input * rate
                         record["perf/tflops"] = flops / 1e12
                         if acc.device.type == "cpu":
-                            record["perf/mfu_cpu"] = flops / CPU_PEAK_FLOPS / acc.num_processes
+                            record["perf/mfu_cpu"] = flops / (CPU_PEAK_FLOPS * _machines(acc))
                 else:
                     record.pop("_inputs", None)
                     record.pop("_seconds", None)
@@ -293,7 +298,11 @@ class Trainer:
         if self.state.step % cfg.save_steps != 0 and not stopped_by_time:
             self.save_checkpoint()
         final_dir = self.export(eval_metrics, complete=not stopped_by_time)
-        acc.end_training()
+        if end_process_group:
+            acc.end_training()
+        else:
+            for tracker in acc.trackers:
+                tracker.finish()
         return TrainResult(self.state.step, final_dir, eval_metrics, stopped_by_time)
 
     def _epoch_fraction(self) -> float:
@@ -385,6 +394,17 @@ class Trainer:
                     self.on_export(tmp, clean)
         acc.wait_for_everyone()
         return final
+
+
+def _machines(acc: Accelerator) -> int:
+    """How many machines the run spans: CPU_PEAK_FLOPS is one machine's peak, shared by all its processes.
+
+    ``accelerate launch --cpu --num_processes 2`` on one 2-core box still has 150 GFLOP/s in total, so the
+    peak must not be multiplied by the process count. torchrun (under ``accelerate launch``) sets
+    ``LOCAL_WORLD_SIZE``; without it every process is taken to be on this machine.
+    """
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes) or acc.num_processes)
+    return max(1, acc.num_processes // max(1, local))
 
 
 def _gather_ragged(acc: Accelerator, tensor: torch.Tensor) -> torch.Tensor:

@@ -65,9 +65,22 @@ _SELECT_KEY = {"accuracy": "accuracy", "f1": "f1", "matthews_correlation": "matt
 class FinetuneConfig(TrainingConfig):
     """Options shared by the GLUE and NER recipes (engine keys inherited from :class:`TrainingConfig`).
 
-    ``num_train_epochs`` (when set) overrides ``max_steps``; ``warmup_ratio`` (when set) overrides
-    ``warmup_steps``; ``eval_strategy: epoch`` evaluates (and selects) once per epoch, overriding
-    ``eval_steps``. ``seeds`` lists the fine-tuning seeds (default: just ``seed``).
+    Keys:
+        model: a run's ``final/`` folder, any transformers model folder, or a hub id.
+        tokenizer: only when the model folder has none; must match the checkpoint (checked).
+        init: ``random`` trains the same architecture from scratch (the no-pretraining baseline).
+        num_train_epochs: when set, overrides ``max_steps`` (epochs are converted to optimizer steps).
+        warmup_ratio: when set, overrides ``warmup_steps`` (a fraction of all steps).
+        max_length: truncation length in tokens (capped by the model's position embeddings).
+        seeds: fine-tuning seeds, one engine run each (default: just ``seed``); the median is reported.
+        eval_strategy: ``epoch`` evaluates once per epoch (overriding ``eval_steps``), ``steps`` every
+            ``eval_steps``; each run exports its best evaluation on the first eval split.
+        export_seed: which seed's model goes to ``final/``: the ``median`` run or the ``best``.
+        data_dir, hub_id: local data folder, or another hub dataset id.
+        max_train_samples, max_eval_samples: a seeded subset of that many examples, for quick runs.
+        keep_checkpoints: keep each finished seed's ``checkpoints/`` (only its ``final/`` is needed).
+
+    ``max_time_minutes`` is a budget per seed run: the run stops, and rerunning the command continues it.
     """
 
     model: str = ""
