@@ -1,0 +1,412 @@
+"""Train skip-gram / CBOW word vectors with the torch engine or gensim: the flow ``recipes/word2vec.py`` runs.
+
+Both backends share everything but the training loop: the corpus (``data``), tokenisation and vocabulary
+(``vocab``), the hyper-parameters (``word2vec``), the output folder contract (``RunDirectory``) and the
+exported artifacts (``final/``: ``vectors.kv``, ``vectors.txt``, ``vectors.bin``, ``vocab.tsv``,
+``eval_results.json``, ``intrinsic.json``, ``README.md``). Every input check (corpus, vocabulary, output
+folder) happens before the first byte is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import datasets
+import numpy as np
+import torch
+from accelerate.utils import set_seed
+
+from nlp_ssl.config import TrainingConfig, dump_yaml, to_dict
+from nlp_ssl.data.corpus import CorpusConfig, load_corpus
+from nlp_ssl.data.word2vec_data import (
+    ChunkDataset,
+    VocabConfig,
+    Vocabulary,
+    build_vocabulary,
+    collate_chunks,
+    encode_corpus,
+)
+from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
+from nlp_ssl.engine.run_dir import RunDirectory
+from nlp_ssl.engine.trainer import Trainer, make_accelerator
+from nlp_ssl.errors import UserError
+from nlp_ssl.hub.model_card import CardInfo, write_model_card
+from nlp_ssl.models.word_vectors import WordVectors, export_word_vectors, keyed_vectors
+from nlp_ssl.objectives.word2vec import Word2VecObjective, Word2VecObjectiveConfig
+
+
+@dataclass
+class Word2VecCorpusConfig(CorpusConfig):
+    """The ``data`` section: as for the LM recipes, but no held-out split (word2vec is evaluated intrinsically)."""
+
+    eval_split: str | None = None
+    eval_fraction: float = 0.0
+
+
+@dataclass
+class Word2VecSection:
+    """The ``word2vec`` section: model and training hyper-parameters shared by both backends.
+
+    Attributes:
+        backend: ``torch`` (the shared engine; CPU, one GPU or many) or ``gensim`` (multi-threaded CPU).
+        architecture: ``skipgram`` or ``cbow``.
+        vector_size, window, negative, sample, ns_exponent: as in word2vec.c / gensim (``-size``, ``-window``,
+            ``-negative``, ``-sample``; ``ns_exponent`` is the noise-distribution power, 0.75).
+        dynamic_window: shrink each centre word's window to a uniform radius in ``1..window`` (word2vec's default).
+        min_learning_rate: the learning rate decays linearly from ``learning_rate`` to this (gensim's ``min_alpha``).
+        words_per_chunk: tokens per dataset item (torch); a step is ``per_device_train_batch_size`` chunks.
+        shared_negatives: ``K`` distinct negatives each group of positions shares (torch).
+        negative_group: ``g`` positions per group sharing negatives (torch).
+        row_step_cap: damping of crowded rows (torch): a row's step is ``min(lr, cap / L_r)`` with ``L_r`` the
+            Lipschitz bound of the step's loss for that row; null disables it (plain summed SGD, which
+            diverges for large steps).
+        cbow_word2vec_update: CBOW adds the hidden-layer gradient to every context vector, as word2vec.c and
+            gensim do (false: the exact gradient of the mean).
+        sparse_gradients: sparse COO gradients (default on one CPU process) or dense ones (default on GPU and
+            with several processes: DDP's buckets and NCCL take dense gradients only).
+        workers: gensim threads (null: all CPUs).
+    """
+
+    backend: Literal["torch", "gensim"] = "torch"
+    architecture: Literal["skipgram", "cbow"] = "skipgram"
+    vector_size: int = 100
+    window: int = 5
+    dynamic_window: bool = True
+    negative: int = 5
+    sample: float = 1e-3
+    ns_exponent: float = 0.75
+    min_learning_rate: float = 1e-4
+    words_per_chunk: int = 1024
+    shared_negatives: int = 32
+    negative_group: int = 128
+    row_step_cap: float | None = 4.0
+    cbow_word2vec_update: bool = True
+    sparse_gradients: bool | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("vector_size", "window", "negative", "words_per_chunk", "shared_negatives", "negative_group"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config key 'word2vec.{name}' must be >= 1, got {getattr(self, name)}")
+        if self.sample < 0:
+            raise UserError(f"config key 'word2vec.sample' must be >= 0 (0 disables subsampling), got {self.sample}")
+        if self.min_learning_rate < 0:
+            raise UserError(f"config key 'word2vec.min_learning_rate' must be >= 0, got {self.min_learning_rate}")
+        if self.row_step_cap is not None and self.row_step_cap <= 0:
+            raise UserError("config key 'word2vec.row_step_cap' must be > 0 (or null for plain SGD)")
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"config key 'word2vec.workers' must be >= 1 (or null for all CPUs), got {self.workers}")
+
+
+@dataclass
+class IntrinsicEvalConfig:
+    """The ``evaluation`` section: what is measured on the final vectors (see :mod:`nlp_ssl.eval.intrinsic`)."""
+
+    enabled: bool = True
+    similarity_files: list[str] = field(default_factory=list)
+    analogy_files: list[str] = field(default_factory=list)
+    neighbours: list[str] = field(default_factory=lambda: ["king", "france", "computer", "good", "run"])
+    restrict_vocab: int = 300000
+
+
+@dataclass
+class Word2VecConfig(TrainingConfig):
+    """``recipes/word2vec.py``: engine keys at the top level, then ``data``, ``vocab``, ``word2vec``, ``evaluation``.
+
+    ``num_train_epochs`` (default 5) decides ``max_steps`` from the corpus size (passes over the corpus);
+    set it to null to give ``max_steps`` yourself (torch backend). ``per_device_train_batch_size`` counts
+    chunks of ``word2vec.words_per_chunk`` words. ``learning_rate`` has word2vec's per-pair meaning.
+    """
+
+    output_dir: str = "runs/word2vec"
+    num_train_epochs: float | None = 5.0
+    learning_rate: float = 0.025
+    per_device_train_batch_size: int = 16
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.0
+    logging_steps: int = 50
+    save_steps: int = 1000
+    data: Word2VecCorpusConfig = field(default_factory=Word2VecCorpusConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    word2vec: Word2VecSection = field(default_factory=Word2VecSection)
+    evaluation: IntrinsicEvalConfig = field(default_factory=IntrinsicEvalConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_train_epochs is not None and not self.num_train_epochs > 0:
+            raise UserError(f"config key 'num_train_epochs' must be > 0 (or null to use max_steps), got {self.num_train_epochs}")
+        if self.weight_decay != 0:
+            raise UserError("config key 'weight_decay' must be 0 for word2vec (plain SGD on embedding rows)")
+        if self.max_grad_norm != 0:
+            raise UserError("config key 'max_grad_norm' must be 0 for word2vec (gradients are per row; "
+                            "large steps are damped per row instead, see word2vec.row_step_cap)")
+        if self.word2vec.backend == "gensim":
+            epochs = self.num_train_epochs
+            if epochs is None or float(epochs) != int(epochs):
+                raise UserError("the gensim backend trains whole epochs: set num_train_epochs to an integer "
+                                f"(got {epochs})")
+
+
+@dataclass
+class Word2VecRunSummary:
+    backend: str
+    final_dir: Path
+    steps: int
+    epochs: float
+    raw_words: int
+    train_seconds: float
+    words_per_sec: float
+    intrinsic: dict[str, Any] | None
+    stopped_by_time: bool
+    is_main_process: bool = True
+
+
+# --------------------------------------------------------------------------------------------- the flow
+
+
+def train_word2vec(cfg: Word2VecConfig) -> Word2VecRunSummary:
+    """Load the corpus, build the vocabulary, train with the chosen backend and export ``final/``."""
+    corpus = load_corpus(cfg.data)
+    train = corpus["train"]
+    vocab = build_vocabulary(_texts(train), cfg.vocab, source=f"corpus {cfg.data.corpus}")
+    encoded = encode_corpus(_texts(train), vocab, cfg.vocab)
+    if cfg.word2vec.backend == "gensim":
+        return _train_gensim(cfg, vocab, encoded)
+    return _train_torch(cfg, vocab, encoded)
+
+
+def _texts(split: datasets.Dataset | datasets.IterableDataset) -> Iterator[str]:
+    """The ``text`` column, read in Arrow batches (row-by-row access is much slower)."""
+    for batch in split.iter(batch_size=1000):
+        yield from batch["text"]
+
+
+def _train_torch(cfg: Word2VecConfig, vocab: Vocabulary, encoded) -> Word2VecRunSummary:
+    w2v = cfg.word2vec
+    # Every process takes its own batches, so an epoch is a multiple of the global batch. The launcher's
+    # WORLD_SIZE is read here because max_steps must be known before the run folder is checked.
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    dataset = ChunkDataset(encoded, w2v.words_per_chunk, cfg.per_device_train_batch_size * world)
+    if cfg.num_train_epochs is not None:
+        # Derived before the run folder is checked, so config.yaml records the steps the run takes.
+        cfg.max_steps = max(1, math.ceil(cfg.num_train_epochs * dataset.steps_per_epoch))
+    run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), cfg.overwrite_output_dir)
+    resume_from = run_dir.check()
+
+    accelerator = make_accelerator(cfg, run_dir.root)
+    if accelerator.is_main_process:
+        run_dir.prepare(RunDirectory.step_of(resume_from) if resume_from else None)
+    accelerator.wait_for_everyone()
+    accelerator.print(f"data: {cfg.data.corpus}: {encoded.raw_words:,} words ({len(encoded):,} in vocabulary), "
+                      f"vocabulary {len(vocab):,}; {dataset.steps_per_epoch} steps of "
+                      f"{cfg.per_device_train_batch_size} x {dataset.chunk_len} words per epoch, {cfg.max_steps} steps")
+
+    set_seed(cfg.seed)  # initial vectors depend only on the seed
+    vectors = WordVectors(len(vocab), w2v.vector_size)
+    # DDP's gradient buckets cannot hold sparse tensors (and NCCL cannot all-reduce them): dense when distributed.
+    distributed = accelerator.num_processes > 1
+    if w2v.sparse_gradients and distributed:
+        raise UserError("word2vec.sparse_gradients=true does not work with several processes (DDP all-reduces "
+                        "dense gradients); leave it null")
+    sparse = w2v.sparse_gradients if w2v.sparse_gradients is not None else (
+        accelerator.device.type == "cpu" and not distributed)
+    objective_cfg = Word2VecObjectiveConfig(
+        architecture=w2v.architecture, window=w2v.window, dynamic_window=w2v.dynamic_window, negative=w2v.negative,
+        sample=w2v.sample, ns_exponent=w2v.ns_exponent, shared_negatives=w2v.shared_negatives,
+        negative_group=w2v.negative_group, cbow_word2vec_update=w2v.cbow_word2vec_update, sparse_gradients=sparse,
+        min_learning_rate=w2v.min_learning_rate, row_step_cap=w2v.row_step_cap)
+
+    def export_vectors(model: WordVectors, folder: Path) -> None:
+        export_word_vectors(keyed_vectors(vocab.words, model.input, vocab.counts), vocab, folder)
+
+    objective = Word2VecObjective(vectors, vocab.counts, objective_cfg, export_fn=export_vectors)
+    summary: dict[str, Any] = {}
+
+    def on_export(folder: Path, metrics: dict[str, float]) -> None:
+        summary["intrinsic"] = _finish_export(cfg, folder, vocab, steps=trainer.state.step,
+                                              epochs=trainer.state.step / dataset.steps_per_epoch)
+
+    trainer = Trainer(cfg, objective, dataset, run_dir=run_dir, accelerator=accelerator, collate_fn=collate_chunks,
+                      full_config=to_dict(cfg), on_export=on_export)
+    result = trainer.train(resume_from=resume_from)
+    seconds = trainer.state.train_seconds
+    epochs = result.step / dataset.steps_per_epoch
+    words = encoded.raw_words * epochs
+    return Word2VecRunSummary("torch", result.final_dir, result.step, epochs, encoded.raw_words, seconds,
+                              words / seconds if seconds > 0 else 0.0, summary.get("intrinsic"),
+                              result.stopped_by_time, accelerator.is_main_process)
+
+
+def _train_gensim(cfg: Word2VecConfig, vocab: Vocabulary, encoded) -> Word2VecRunSummary:
+    """gensim's multi-threaded Word2Vec on exactly the same token stream and vocabulary."""
+    from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
+
+    w2v = cfg.word2vec
+    epochs = int(cfg.num_train_epochs)  # validated: an integer
+    cfg.max_steps = epochs  # for gensim a "step" is an epoch (what trainer_state.json and reruns count)
+    run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), cfg.overwrite_output_dir)
+    run_dir.check()  # gensim cannot resume: an interrupted run starts again
+    run_dir.prepare(None)
+    sentences = gensim_sentences(encoded, vocab)
+    workers = w2v.workers or os.cpu_count() or 1
+    print(f"data: {cfg.data.corpus}: {encoded.raw_words:,} words ({len(encoded):,} in vocabulary), vocabulary "
+          f"{len(vocab):,}; gensim {w2v.architecture}, {workers} workers, {epochs} epochs")
+    model = Word2Vec(vector_size=w2v.vector_size, window=w2v.window, negative=w2v.negative, hs=0,
+                     sg=int(w2v.architecture == "skipgram"), sample=w2v.sample, ns_exponent=w2v.ns_exponent,
+                     alpha=cfg.learning_rate, min_alpha=w2v.min_learning_rate, min_count=1,
+                     shrink_windows=w2v.dynamic_window, cbow_mean=1, workers=workers, seed=cfg.seed, epochs=epochs)
+    # The vocabulary (and so subsampling and the noise table) comes from our counts, in our order.
+    model.build_vocab_from_freq(dict(zip(vocab.words, vocab.counts.tolist())))
+
+    log = _GensimLog(run_dir.metrics_file, encoded.raw_words, CallbackAny2Vec)
+    start = time.perf_counter()
+    model.train(sentences, total_examples=len(sentences), total_words=len(encoded), epochs=epochs,
+                callbacks=[log.callback], compute_loss=True)
+    seconds = time.perf_counter() - start
+
+    summary: dict[str, Any] = {}
+    with atomic_directory(run_dir.final, replace=True) as tmp:
+        words = [w for w in vocab.words]
+        export_word_vectors(keyed_vectors(words, model.wv[words], vocab.counts), vocab, tmp)
+        state = {"step": epochs, "max_steps": epochs, "complete": True, "epoch": epochs,
+                 "train_seconds": round(seconds, 2), "backend": "gensim"}
+        atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2) + "\n")
+        summary["intrinsic"] = _finish_export(cfg, tmp, vocab, steps=epochs, epochs=epochs)
+    total = encoded.raw_words * epochs
+    return Word2VecRunSummary("gensim", run_dir.final, epochs, float(epochs), encoded.raw_words, seconds,
+                              total / seconds if seconds > 0 else 0.0, summary.get("intrinsic"), False)
+
+
+def gensim_sentences(encoded, vocab: Vocabulary, max_words: int = 10_000) -> list[list[str]]:
+    """The in-vocabulary token stream as gensim sentences (lists of words), cut at sentence boundaries.
+
+    gensim silently truncates sentences longer than 10,000 words (``MAX_WORDS_IN_BATCH``), so longer
+    sentences are split into pieces of at most ``max_words`` (the torch backend cuts at chunk edges alike).
+    """
+    words = np.asarray(vocab.words, dtype=object)
+    sentence = encoded.sentence
+    starts = np.flatnonzero(np.r_[True, sentence[1:] != sentence[:-1]])
+    ends = np.r_[starts[1:], len(sentence)]
+    tokens = words[encoded.ids]
+    out: list[list[str]] = []
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        for piece in range(start, end, max_words):
+            out.append(tokens[piece:min(end, piece + max_words)].tolist())
+    return out
+
+
+class _GensimLog:
+    """Writes one ``metrics.jsonl`` record per gensim epoch (loss, words/s), like the engine's log lines."""
+
+    def __init__(self, path: Path, raw_words: int, base: type) -> None:
+        log = self
+
+        class _Callback(base):  # type: ignore[misc, valid-type]
+            def on_epoch_begin(self, model) -> None:
+                log.started = time.perf_counter()
+
+            def on_epoch_end(self, model) -> None:
+                log.epoch += 1
+                loss = model.get_latest_training_loss()
+                model.running_training_loss = 0.0  # gensim accumulates it over the whole run otherwise
+                seconds = time.perf_counter() - log.started
+                record = {"step": log.epoch, "train/epoch": log.epoch, "train/loss_sum": float(loss),
+                          "train/words_per_sec": raw_words / seconds if seconds > 0 else 0.0}
+                with path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+
+        self.epoch = 0
+        self.started = time.perf_counter()
+        self.callback = _Callback()
+
+
+# ---------------------------------------------------------------------------------- export + evaluation
+
+
+def _finish_export(cfg: Word2VecConfig, folder: Path, vocab: Vocabulary, steps: int, epochs: float) -> dict[str, Any] | None:
+    """Intrinsic evaluation of ``folder``'s vectors, ``eval_results.json``, ``intrinsic.json`` and the model card."""
+    from gensim.models import KeyedVectors
+
+    intrinsic = None
+    metrics: dict[str, float] = {}
+    if cfg.evaluation.enabled:
+        from nlp_ssl.eval.intrinsic import run_intrinsic
+
+        kv = KeyedVectors.load(str(folder / "vectors.kv"))
+        intrinsic = run_intrinsic(kv, similarity_files=cfg.evaluation.similarity_files,
+                                  analogy_files=cfg.evaluation.analogy_files, neighbours=cfg.evaluation.neighbours,
+                                  restrict_vocab=cfg.evaluation.restrict_vocab)
+        intrinsic["source"] = str(folder.name if folder.name == "final" else "final")
+        metrics = flat_metrics(intrinsic)
+        atomic_write_text(folder / "intrinsic.json", json.dumps(intrinsic, indent=2, default=_json_default) + "\n")
+    atomic_write_text(folder / "eval_results.json", json.dumps(metrics, indent=2) + "\n")
+    w2v = cfg.word2vec
+    name = "skip-gram" if w2v.architecture == "skipgram" else "CBOW"
+    write_model_card(folder, CardInfo(
+        model_name=Path(cfg.output_dir).name,
+        objective=(f"word2vec {name} with negative sampling ({w2v.negative} negatives, window {w2v.window}, "
+                   f"subsampling {w2v.sample:g}), {w2v.backend} backend"),
+        task_type="feature-extraction", dataset_name=cfg.data.corpus, dataset_type=cfg.data.corpus,
+        steps=steps, command=" ".join(shlex.quote(a) for a in sys.argv), config_yaml=dump_yaml(cfg),
+        usage=("from gensim.models import KeyedVectors\n\n"
+               "vectors = KeyedVectors.load('vectors.kv')  # or load_word2vec_format('vectors.bin', binary=True)\n"
+               "print(vectors.most_similar('king', topn=5))"),
+        metrics=metrics, tags=["word2vec", "word-embeddings", w2v.architecture], dataset_split="train",
+        description=(f"{w2v.vector_size}-dimensional word2vec {name} vectors for {len(vocab):,} words, trained from "
+                     f"scratch on {cfg.data.corpus} for {epochs:.2f} epochs. Evaluation: WordSim353 / SimLex-999 "
+                     "Spearman and Google analogy accuracy (3CosAdd, over covered questions; coverage alongside)."),
+    ))
+    return intrinsic
+
+
+def flat_metrics(intrinsic: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers of :func:`~nlp_ssl.eval.intrinsic.run_intrinsic` as ``{name: float}``."""
+    out: dict[str, float] = {}
+    for r in intrinsic.get("similarity") or []:
+        for key in ("spearman", "pearson", "coverage"):
+            if r.get(key) is not None:
+                out[f"{r['name']}/{key}"] = float(r[key])
+    for a in intrinsic.get("analogy") or []:
+        overall = a["overall"]
+        for method in a["methods"]:
+            for subset in ("overall", "semantic", "syntactic"):
+                acc = a[subset][method]["accuracy"]
+                if acc is not None:
+                    out[f"{a['name']}/{method}/{subset}_accuracy"] = float(acc)
+        out[f"{a['name']}/covered"] = float(overall["covered"])
+        out[f"{a['name']}/total"] = float(overall["total"])
+        out[f"{a['name']}/coverage"] = float(overall["covered"]) / max(1.0, float(overall["total"]))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def format_summary(summary: Word2VecRunSummary) -> str:
+    """What the recipe prints at the end: the intrinsic report, throughput and where the vectors are."""
+    lines = []
+    if summary.intrinsic is not None:
+        from nlp_ssl.eval.intrinsic import format_report
+
+        lines.append(format_report(summary.intrinsic))
+        lines.append("")
+    state = " (stopped by max_time_minutes; rerun the same command to continue)" if summary.stopped_by_time else ""
+    lines.append(f"Trained {summary.backend} word2vec: {summary.epochs:.2f} epochs over {summary.raw_words:,} words in "
+                 f"{summary.train_seconds:.1f} s ({summary.words_per_sec:,.0f} words/s){state}")
+    lines.append(f"Exported vectors: {Path(summary.final_dir).resolve()}")
+    lines.append("  load them with gensim.models.KeyedVectors.load('<folder>/vectors.kv')")
+    return "\n".join(lines)
