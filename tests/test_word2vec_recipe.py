@@ -76,6 +76,10 @@ def _check_final(final: Path) -> dict:
     assert len(kv) == len((final / "vocab.tsv").read_text(encoding="utf-8").splitlines())
     results = json.loads((final / "eval_results.json").read_text())
     assert "wordsim353/spearman" in results and "questions-words/coverage" in results
+    # the per-section analogy chart always exists; projections need the country/capital words in the vocabulary
+    assert (final / "plots" / "analogy_questions-words.png").stat().st_size > 1000
+    intrinsic = json.loads((final / "intrinsic.json").read_text())
+    assert {p.get("path", "skipped") for p in intrinsic["plots"]} >= {"plots/analogy_questions-words.png"}
     return results
 
 

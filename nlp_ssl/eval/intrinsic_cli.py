@@ -94,7 +94,7 @@ def cmd_intrinsic(args: argparse.Namespace) -> int:
     results["load_seconds"] = load_seconds
     results["seconds"] += load_seconds
     if args.plots:
-        results["plots"] = _write_plots(kv, results, Path(args.plots))
+        results["plots"] = write_plots(kv, results, Path(args.plots))
     print(format_report(results))
     if json_path is not None:
         write_json_atomic(json_path, results, overwrite=args.overwrite)
@@ -104,7 +104,7 @@ def cmd_intrinsic(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_plots(kv: Any, results: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+def write_plots(kv: Any, results: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     """Projection plots (PCA, t-SNE of the default words) and one bar chart per analogy set."""
     from nlp_ssl.eval.plots import plot_analogy_categories, plot_projection
 

@@ -115,6 +115,7 @@ class IntrinsicEvalConfig:
     analogy_files: list[str] = field(default_factory=list)
     neighbours: list[str] = field(default_factory=lambda: ["king", "france", "computer", "good", "run"])
     restrict_vocab: int = 300000
+    plots: bool = True  # final/plots/: PCA and t-SNE of countries and capitals, analogy accuracy per section
 
 
 @dataclass
@@ -346,6 +347,11 @@ def _finish_export(cfg: Word2VecConfig, folder: Path, vocab: Vocabulary, steps: 
                                   analogy_files=cfg.evaluation.analogy_files, neighbours=cfg.evaluation.neighbours,
                                   restrict_vocab=cfg.evaluation.restrict_vocab)
         intrinsic["source"] = str(folder.name if folder.name == "final" else "final")
+        if cfg.evaluation.plots:
+            from nlp_ssl.eval.intrinsic_cli import write_plots
+
+            intrinsic["plots"] = [{k: (Path(v).relative_to(folder).as_posix() if k == "path" else v)
+                                   for k, v in item.items()} for item in write_plots(kv, intrinsic, folder / "plots")]
         metrics = flat_metrics(intrinsic)
         atomic_write_text(folder / "intrinsic.json", json.dumps(intrinsic, indent=2, default=_json_default) + "\n")
     atomic_write_text(folder / "eval_results.json", json.dumps(metrics, indent=2) + "\n")
