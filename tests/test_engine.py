@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,16 @@ def test_causal_loss_matches_a_naive_loop():
                 terms.append(-torch.log_softmax(logits[b, t], -1)[ids[b, t + 1]])
     assert count == len(terms) == 6
     torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
+
+def test_malloc_tuning_applies_on_glibc_and_can_be_switched_off():
+    code = "from nlp_ssl.engine.memory import keep_freed_memory; print(keep_freed_memory())"
+
+    def run(**env: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, **env}).stdout.strip()
+
+    assert run(NLP_SSL_MALLOC_TUNING="0") == "False"
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert run() == "True"

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from nlp_ssl.config import TrainingConfig
 from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
+from nlp_ssl.engine.memory import keep_freed_memory
 from nlp_ssl.engine.optim import build_optimizer, build_scheduler
 from nlp_ssl.engine.run_dir import RunDirectory, flatten_config
 from nlp_ssl.engine.sampler import EpochShuffleSampler
@@ -70,6 +71,7 @@ class TrainResult:
 
 def make_accelerator(config: TrainingConfig, output_dir: Path) -> Accelerator:
     """One Accelerator per run; hardware comes from ``accelerate launch``, precision from the config."""
+    keep_freed_memory()  # process-wide: steps reuse freed blocks instead of page-faulting fresh ones
     trackers = [t for t in config.report_to if t != "none"]
     return Accelerator(
         # Without an accelerator, ask for CPU explicitly: then `accelerate launch --multi_gpu --num_processes N`
