@@ -51,6 +51,7 @@ from nlp_ssl.config import load_config, to_dict
 from nlp_ssl.data.corpus import load_corpus
 from nlp_ssl.data.packing import PackedBlocks, collate_blocks, tokenize_corpus
 from nlp_ssl.data.tokenizer import train_tokenizer
+from nlp_ssl.engine.memory import keep_freed_memory
 from nlp_ssl.engine.run_dir import RunDirectory
 from nlp_ssl.engine.trainer import CPU_PEAK_FLOPS, Trainer, make_accelerator
 from nlp_ssl.errors import UserError, exit_on_user_error
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # what every recipe process does; set up front so both sides run under it
     uptime_start = _uptime()
     t0 = time.perf_counter()
     setup = build_setup(args)

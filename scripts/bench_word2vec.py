@@ -31,6 +31,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # one line per run instead of progre
 import torch  # noqa: E402
 
 from nlp_ssl.config import load_config  # noqa: E402
+from nlp_ssl.engine.memory import keep_freed_memory  # noqa: E402
 from nlp_ssl.data.builtin import BUILTIN_CORPORA, load_builtin_corpus  # noqa: E402
 from nlp_ssl.pipelines.word2vec import Word2VecConfig, Word2VecRunSummary, train_word2vec  # noqa: E402
 
@@ -91,6 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     archs = ["skipgram", "cbow"] if args.arch == "both" else ["cbow" if args.cbow else args.arch]
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # what every recipe process does; set up front so both backends run under it
 
     results: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_w2v_") as tmp:
