@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from conftest import REPO, assert_user_error, run_entry
@@ -148,7 +149,8 @@ def test_two_process_data_parallel_run(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          "recipes/configs/accelerate/cpu_2proc.yaml", "--main_process_port", "29531",
-         "recipes/mlm.py", "--config", MLM_DEBUG, f"output_dir={out}", "max_steps=10", "save_steps=5"],
+         "recipes/mlm.py", "--config", MLM_DEBUG, f"output_dir={out}", "max_steps=10", "save_steps=5",
+         "logging_steps=1", "warmup_steps=2", "lr_scheduler_type=linear"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     # Each process saves its own RNG state: two processes really ran.
@@ -156,6 +158,12 @@ def test_two_process_data_parallel_run(tmp_path):
         "random_states_0.pkl", "random_states_1.pkl"]
     assert result.stdout.count("Exported model") == 1  # printed by the main process only
     assert AutoModelForMaskedLM.from_pretrained(out / "final") is not None
+    # The schedule advances once per optimizer step in every process: the same curve as one process.
+    peak = float(yaml.safe_load((REPO / MLM_DEBUG).read_text())["learning_rate"])
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["train/lr"] for r in logged if "train/lr" in r}
+    expected = {s: peak * (s / 2 if s < 2 else (10 - s) / 8) for s in range(1, 11)}
+    assert lrs == pytest.approx(expected, rel=1e-6, abs=1e-12), lrs
 
 
 def test_push_checks_the_export_before_uploading(tmp_path):

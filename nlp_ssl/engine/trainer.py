@@ -82,6 +82,9 @@ def make_accelerator(config: TrainingConfig, output_dir: Path) -> Accelerator:
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         # Uneven last eval batches are fine: we sum losses and items, so no sample may be duplicated.
         dataloader_config=DataLoaderConfiguration(even_batches=False),
+        # The schedule counts optimizer steps (max_steps), which every process takes alike; Accelerate's
+        # default would advance it num_processes times per step and end the decay early.
+        step_scheduler_with_optimizer=False,
     )
 
 
