@@ -137,3 +137,22 @@ def test_resume_after_a_kill_reproduces_every_step_loss(tmp_path):
     expected, got = _losses(tmp_path / "a"), _losses(run)
     assert sorted(got) == list(range(1, 41)) == sorted(expected)
     assert all(got[s] == pytest.approx(expected[s], rel=1e-6, abs=1e-7) for s in expected), (expected, got)
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run(tmp_path):
+    out = tmp_path / "ddp"
+    proc = _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                 str(ROOT / "recipes" / "configs" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29533",
+                 str(RECIPE), "--config", str(CONFIGS / "debug.yaml"), f"output_dir={out}", "save_steps=10"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints" / "step_30").glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]
+    _check_final(out / "final")
+    # Each process takes its own chunks: an epoch is half the steps of one process, and the learning rate
+    # decays over the whole run (not num_processes times faster).
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r for r in records if "train/loss" in r}
+    assert by_step[15]["train/epoch"] == pytest.approx(1.0) and by_step[30]["train/epoch"] == pytest.approx(2.0)
+    assert by_step[15]["train/lr"] == pytest.approx(0.025 / 2)
+    assert by_step[30]["train/loss"] < by_step[5]["train/loss"] - 0.3
