@@ -124,7 +124,7 @@ def main() -> None:
         for backend in ("gensim", "torch"):
             m = med[backend]
             ratio = m["words_per_sec"] / med["gensim"]["words_per_sec"]
-            cover = f"{_pct(m['analogy_accuracy'])} ({m['analogy_covered']}/{m['analogy_total']})"
+            cover = f"{_pct(m['analogy_accuracy'])} ({m['analogy_covered']:.0f}/{m['analogy_total']:.0f})"
             print(f"{arch:<10} {backend:<7} {m['words_per_sec']:>10,.0f} {ratio:>8.2f}x {cover:>24} "
                   f"{_num(m['wordsim353_spearman']):>7} {_num(m['simlex999_spearman']):>7}")
         summary_json[arch] = {"median": med, "runs": results[arch],
