@@ -126,10 +126,32 @@ def split_prefix(names: Sequence[str], index: int) -> str:
     return (name[len("validation_"):] if name.startswith("validation_") else name) + "/"
 
 
+class _FineTuneObjective(Objective):
+    """What both fine-tuning objectives share: the model and tokenizer, the eval splits, best-on-dev export."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eval_splits: Sequence[str],
+                 select_metric: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eval_splits = list(eval_splits)
+        self.best = BestSnapshot(select_metric)
+        self.step = 0
+
+    def on_optimizer_step(self, step: int) -> None:
+        self.step = step
+
+    def export(self, output_dir: Path) -> None:
+        # Best-on-dev selection: the exported model is the best evaluation's, not the last step's.
+        self.best.restore(self.model)
+        self.model.save_pretrained(output_dir)
+        self.tokenizer.save_pretrained(output_dir)
+
+
 # --- sequence classification --------------------------------------------------------------------------
 
 
-class SequenceClassificationObjective(Objective):
+class SequenceClassificationObjective(_FineTuneObjective):
     """Fine-tune a ``*ForSequenceClassification`` model; metrics from :mod:`nlp_ssl.eval.metrics`.
 
     Batch: ``{"input_ids": [B, T], "attention_mask": [B, T], ("token_type_ids": [B, T]), "labels": [B],
@@ -146,14 +168,9 @@ class SequenceClassificationObjective(Objective):
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, metric: str,
                  eval_splits: Sequence[str], select_metric: str) -> None:
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer, eval_splits, select_metric)
         self.metric = metric
-        self.eval_splits = list(eval_splits)
         self.regression = metric == "pearson_spearman"
-        self.best = BestSnapshot(select_metric)
-        self.step = 0
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[StepOutput, torch.Tensor]:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
@@ -198,20 +215,10 @@ class SequenceClassificationObjective(Objective):
             self.best.update(self.step, result, self.model)
         return result
 
-    def on_optimizer_step(self, step: int) -> None:
-        self.step = step
-
-    def export(self, output_dir: Path) -> None:
-        # Best-on-dev selection: the exported model is the best evaluation's, not the last step's.
-        self.best.restore(self.model)
-        self.model.save_pretrained(output_dir)
-        self.tokenizer.save_pretrained(output_dir)
-
-
 # --- token classification -----------------------------------------------------------------------------
 
 
-class TokenClassificationObjective(Objective):
+class TokenClassificationObjective(_FineTuneObjective):
     """Fine-tune a ``*ForTokenClassification`` model (NER); entity-level scores with seqeval.
 
     Batch: ``{"input_ids": [B, T], "attention_mask": [B, T], ("token_type_ids": [B, T]), "labels": [B, T],
@@ -229,13 +236,8 @@ class TokenClassificationObjective(Objective):
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str],
                  eval_splits: Sequence[str], select_metric: str) -> None:
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer, eval_splits, select_metric)
         self.label_names = list(label_names)
-        self.eval_splits = list(eval_splits)
-        self.best = BestSnapshot(select_metric)
-        self.step = 0
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[StepOutput, torch.Tensor]:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
@@ -299,11 +301,3 @@ class TokenClassificationObjective(Objective):
             gold_seqs.append([names[i] for i in g.tolist()])
             pred_seqs.append([names[i] for i in p.tolist()])
         return gold_seqs, pred_seqs
-
-    def on_optimizer_step(self, step: int) -> None:
-        self.step = step
-
-    def export(self, output_dir: Path) -> None:
-        self.best.restore(self.model)
-        self.model.save_pretrained(output_dir)
-        self.tokenizer.save_pretrained(output_dir)
