@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -219,11 +219,10 @@ def _train_torch(cfg: Word2VecConfig, vocab: Vocabulary, encoded) -> Word2VecRun
                         "dense gradients); leave it null")
     sparse = w2v.sparse_gradients if w2v.sparse_gradients is not None else (
         accelerator.device.type == "cpu" and not distributed)
-    objective_cfg = Word2VecObjectiveConfig(
-        architecture=w2v.architecture, window=w2v.window, dynamic_window=w2v.dynamic_window, negative=w2v.negative,
-        sample=w2v.sample, ns_exponent=w2v.ns_exponent, shared_negatives=w2v.shared_negatives,
-        negative_group=w2v.negative_group, cbow_word2vec_update=w2v.cbow_word2vec_update, sparse_gradients=sparse,
-        min_learning_rate=w2v.min_learning_rate, row_step_cap=w2v.row_step_cap)
+    # The objective's settings are the section's keys of the same name, with sparse_gradients resolved.
+    objective_cfg = Word2VecObjectiveConfig(**{
+        f.name: getattr(w2v, f.name) for f in fields(Word2VecObjectiveConfig) if f.name != "sparse_gradients"},
+        sparse_gradients=sparse)
 
     def export_vectors(model: WordVectors, folder: Path) -> None:
         export_word_vectors(keyed_vectors(vocab.words, model.input, vocab.counts), vocab, folder)
