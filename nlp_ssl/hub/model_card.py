@@ -8,6 +8,20 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+# The closing sections every card of this project ends with (the usage snippet and the resolved config).
+USAGE_AND_CONFIG_SECTIONS = """## Usage
+
+```python
+{{ usage }}
+```
+
+## Training configuration
+
+```yaml
+{{ config_yaml }}
+```
+"""
+
 _TEMPLATE = """---
 {{ card_data }}
 ---
@@ -31,18 +45,7 @@ _TEMPLATE = """---
 | {{ r.metric_name }} | {{ '%.4f' | format(r.metric_value) }} | {{ r.dataset_name }} ({{ r.dataset_split }}) |
 {% endfor %}
 
-## Usage
-
-```python
-{{ usage }}
-```
-
-## Training configuration
-
-```yaml
-{{ config_yaml }}
-```
-"""
+""" + USAGE_AND_CONFIG_SECTIONS
 
 
 @dataclass

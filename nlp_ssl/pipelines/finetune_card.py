@@ -16,6 +16,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from nlp_ssl.hub.model_card import USAGE_AND_CONFIG_SECTIONS
+
 _TEMPLATE = """---
 {{ card_data }}
 ---
@@ -36,18 +38,7 @@ _TEMPLATE = """---
 - Fine-tuning: {{ hyperparameters }}
 - Trained with nlp_ssl: `{{ command }}`
 
-## Usage
-
-```python
-{{ usage }}
-```
-
-## Training configuration
-
-```yaml
-{{ config_yaml }}
-```
-"""
+""" + USAGE_AND_CONFIG_SECTIONS
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Metric keys -> model-index metric types (the hub's metric ids).
