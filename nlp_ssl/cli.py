@@ -12,34 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-
 
 from nlp_ssl.errors import UserError, exit_on_user_error
+from nlp_ssl.registry import Recipe, get_recipe, recipes, run_recipe
 
-
-@dataclass(frozen=True)
-class Recipe:
-    """A script ``recipes/<name>.py`` exposing ``CONFIG`` (its config dataclass) and ``main(argv)``."""
-
-    name: str
-    summary: str
-
-
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in [
-        Recipe("mlm", "BERT-style masked-LM pretraining (80/10/10 masking)"),
-        Recipe("clm", "GPT-style causal-LM pretraining"),
-        Recipe("word2vec", "skip-gram / CBOW word embeddings (torch or gensim backend)"),
-        Recipe("finetune_glue", "fine-tune a checkpoint on GLUE tasks"),
-        Recipe("finetune_ner", "fine-tune a checkpoint for NER (CoNLL / IOB2)"),
-    ]
-}
+#: ``nlp-ssl eval <command>``: (module, function adding its sub-parser).
+EVAL_COMMANDS = [("nlp_ssl.eval.intrinsic_cli", "add_intrinsic_parser"), ("nlp_ssl.eval.probes", "add_probe_parser")]
 
 
 def recipes_dir() -> Path:
@@ -49,19 +29,6 @@ def recipes_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise UserError("cannot find the recipes/ folder; run nlp-ssl from a clone of the repository")
-
-
-def available_recipes() -> dict[str, Recipe]:
-    """Recipes whose script exists in this checkout."""
-    root = recipes_dir()
-    return {name: r for name, r in RECIPES.items() if (root / f"{name}.py").is_file()}
-
-
-def config_class(recipe: Recipe) -> type:
-    config = getattr(_load_recipe_module(recipe.name), "CONFIG", None)
-    if config is None:
-        raise UserError(f"recipes/{recipe.name}.py defines no CONFIG dataclass")
-    return config
 
 
 def shipped_configs() -> list[tuple[str, Path]]:
@@ -76,21 +43,20 @@ def recipe_for_config(path: Path) -> Recipe | None:
         header = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    for name in sorted(RECIPES, key=len, reverse=True):
+    known = recipes()
+    for name in sorted(known, key=len, reverse=True):
         if f"recipes/{name}.py" in header or f"run {name} " in header:
-            return RECIPES[name]
-    folder_to_recipe = {"glue": "finetune_glue", "ner": "finetune_ner"}
-    return RECIPES.get(folder_to_recipe.get(path.parent.name, path.parent.name))
+            return known[name]
+    return next((r for r in known.values() if r.config_folder == path.parent.name), None)
 
 
 # ----------------------------------------------------------------------------------------------------------
 def cmd_ls(args: argparse.Namespace) -> int:
     from nlp_ssl.data.builtin import BUILTIN_CORPORA
 
-    recipes = available_recipes()
     configs = shipped_configs()
     print("Recipes (accelerate launch recipes/<name>.py --config FILE, or nlp-ssl run <name> --config FILE):")
-    for name, recipe in recipes.items():
+    for name, recipe in recipes().items():
         print(f"  {name:<15} {recipe.summary}")
         for _, path in configs:
             owner = recipe_for_config(path)
@@ -113,13 +79,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.configs] or [p for _, p in shipped_configs()]
     failures = 0
     for path in paths:
-        recipe = RECIPES.get(args.recipe) if args.recipe else recipe_for_config(path)
+        recipe = get_recipe(args.recipe) if args.recipe else recipe_for_config(path)
         if recipe is None:
             print(f"FAIL {path}: cannot tell which recipe it is for (pass --recipe)")
             failures += 1
             continue
         try:
-            load_config(config_class(recipe), path)
+            load_config(recipe.config_class, path)
         except UserError as err:
             print(f"FAIL {path} ({recipe.name}): {err}")
             failures += 1
@@ -130,20 +96,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_recipe_module(name: str) -> ModuleType:
-    recipes = available_recipes()
-    if name not in recipes:
-        raise UserError(f"unknown recipe '{name}'; available: {', '.join(recipes)}")
-    path = recipes_dir() / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"nlp_ssl_recipe_{name}", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    module = _load_recipe_module(args.recipe)
-    module.main(list(args.args))
+    run_recipe(args.recipe, list(args.args))
     return 0
 
 
@@ -151,10 +105,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print a config fully resolved (defaults filled in, overrides applied)."""
     from nlp_ssl.config import dump_yaml, load_config
 
-    recipe = RECIPES.get(args.recipe) if args.recipe else recipe_for_config(Path(args.config))
+    recipe = get_recipe(args.recipe) if args.recipe else recipe_for_config(Path(args.config))
     if recipe is None:
         raise UserError(f"cannot tell which recipe {args.config} is for; pass --recipe")
-    print(dump_yaml(load_config(config_class(recipe), args.config, args.overrides)), end="")
+    print(dump_yaml(load_config(recipe.config_class, args.config, args.overrides)), end="")
     return 0
 
 
@@ -166,13 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check configs against their recipe's schema")
     validate.add_argument("configs", nargs="*", help="YAML files (default: every shipped config)")
-    validate.add_argument("--recipe", choices=sorted(RECIPES), help="recipe the configs are for")
+    validate.add_argument("--recipe", help="recipe the configs are for (see `nlp-ssl ls`)")
     validate.set_defaults(func=cmd_validate)
 
     show = sub.add_parser("show", help="print a config with defaults and overrides resolved")
     show.add_argument("config")
     show.add_argument("overrides", nargs="*")
-    show.add_argument("--recipe", choices=sorted(RECIPES))
+    show.add_argument("--recipe", help="recipe the config is for (see `nlp-ssl ls`)")
     show.set_defaults(func=cmd_show)
 
     run = sub.add_parser("run", help="run a recipe in this process (for several GPUs use accelerate launch)")
@@ -186,11 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluate word vectors or a model")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
-    for module, adder in (("nlp_ssl.eval.intrinsic_cli", "add_intrinsic_parser"), ("nlp_ssl.eval.probes", "add_probe_parser")):
-        try:
-            getattr(importlib.import_module(module), adder)(eval_sub)
-        except (ModuleNotFoundError, AttributeError):
-            continue
+    for module, adder in EVAL_COMMANDS:
+        getattr(importlib.import_module(module), adder)(eval_sub)
     return parser
 
 

@@ -27,7 +27,13 @@ _BOOL_STRINGS = {"true": True, "yes": True, "on": True, "1": True, "false": Fals
 
 @dataclasses.dataclass
 class TrainingConfig:
-    """Engine settings shared by every recipe; names follow transformers' ``TrainingArguments``."""
+    """Engine settings shared by every recipe; names follow transformers' ``TrainingArguments``.
+
+    Beyond those names: ``max_time_minutes`` (a wall-clock budget: checkpoint, export and stop; rerun to
+    continue), ``max_eval_batches`` (evaluate on a prefix of the held-out set) and ``peak_flops`` (the
+    hardware peak for model-FLOPs utilisation; null measures it once per machine).
+    ``metric_for_best_model`` keeps the weights of the best evaluation and exports those.
+    """
 
     output_dir: str = "runs/default"
     overwrite_output_dir: bool = False
@@ -55,6 +61,9 @@ class TrainingConfig:
     report_to: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
     dataloader_num_workers: int = 0
     torch_compile: bool = False
+    metric_for_best_model: str | None = None
+    greater_is_better: bool | None = None
+    peak_flops: float | None = None
 
     def __post_init__(self) -> None:
         positive = ["max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
@@ -69,6 +78,8 @@ class TrainingConfig:
             raise UserError(f"config key 'learning_rate' must be > 0, got {self.learning_rate}")
         if self.max_time_minutes is not None and self.max_time_minutes <= 0:
             raise UserError("config key 'max_time_minutes' must be > 0 (or null for no budget)")
+        if self.peak_flops is not None and not self.peak_flops > 0:
+            raise UserError("config key 'peak_flops' must be > 0 (FLOP/s; or null to measure it)")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise UserError("config key 'save_total_limit' must be >= 1 (or null to keep every checkpoint)")
         known_trackers = {"tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"}

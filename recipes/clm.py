@@ -4,20 +4,9 @@
     nlp-ssl run clm --config recipes/configs/clm/default.yaml
 """
 
-from nlp_ssl.errors import exit_on_user_error
-from nlp_ssl.pipelines.language_model import CausalLMConfig, format_summary, pretrain_language_model
-from nlp_ssl.recipe_args import parse_recipe_args
+from nlp_ssl.registry import recipe_main
 
-CONFIG = CausalLMConfig
-
-
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> None:
-    cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
-    summary = pretrain_language_model(cfg, "causal")
-    if summary.is_main_process:
-        print(format_summary(summary, "causal"))
-
+main = recipe_main("clm")
 
 if __name__ == "__main__":
     main()

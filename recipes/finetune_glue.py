@@ -8,29 +8,9 @@
 (``task=all``: one folder per task plus ``glue_results.md`` / ``glue_results.json``).
 """
 
-from pathlib import Path
+from nlp_ssl.registry import recipe_main
 
-from nlp_ssl.errors import exit_on_user_error
-from nlp_ssl.pipelines.finetune import GlueFinetuneConfig, end_processes, format_outcomes, run_glue
-from nlp_ssl.recipe_args import parse_recipe_args
-
-CONFIG = GlueFinetuneConfig  # read by `nlp-ssl validate / show`
-
-
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> None:
-    from accelerate import PartialState
-
-    cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
-    try:
-        outcomes = run_glue(cfg)
-        if PartialState().is_main_process:
-            print(format_outcomes(outcomes))
-            if cfg.task == "all" and all(o.complete for o in outcomes):
-                print((Path(cfg.output_dir) / "glue_results.md").read_text(encoding="utf-8"))
-    finally:
-        end_processes()
-
+main = recipe_main("finetune_glue")
 
 if __name__ == "__main__":
     main()

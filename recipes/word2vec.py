@@ -5,20 +5,9 @@
     nlp-ssl run word2vec --config recipes/configs/word2vec/default_gensim.yaml
 """
 
-from nlp_ssl.errors import exit_on_user_error
-from nlp_ssl.pipelines.word2vec import Word2VecConfig, format_summary, train_word2vec
-from nlp_ssl.recipe_args import parse_recipe_args
+from nlp_ssl.registry import recipe_main
 
-CONFIG = Word2VecConfig
-
-
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> None:
-    cfg = parse_recipe_args(CONFIG, argv, description=__doc__)
-    summary = train_word2vec(cfg)
-    if summary.is_main_process:
-        print(format_summary(summary))
-
+main = recipe_main("word2vec")
 
 if __name__ == "__main__":
     main()

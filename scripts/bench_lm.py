@@ -53,7 +53,8 @@ from nlp_ssl.data.packing import PackedBlocks, collate_blocks, tokenize_corpus
 from nlp_ssl.data.tokenizer import train_tokenizer
 from nlp_ssl.engine.memory import keep_freed_memory
 from nlp_ssl.engine.run_dir import RunDirectory
-from nlp_ssl.engine.trainer import CPU_PEAK_FLOPS, Trainer, make_accelerator
+from nlp_ssl.engine.flops import measure_peak_flops
+from nlp_ssl.engine.trainer import Trainer, make_accelerator
 from nlp_ssl.errors import UserError, exit_on_user_error
 from nlp_ssl.models.transformer_lm import build_lm
 from nlp_ssl.objectives.lm import MaskedLMObjective
@@ -201,8 +202,8 @@ class _TimedMaskedLM(MaskedLMObjective):
             self.losses.append(out.loss.detach())
         return out
 
-    def on_optimizer_step(self, step: int) -> None:
-        super().on_optimizer_step(step)
+    def on_optimizer_step(self, step: int, max_steps: int) -> None:
+        super().on_optimizer_step(step, max_steps)
         self.stamps.append(time.perf_counter())
 
 
@@ -420,10 +421,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "engine" in runs:
         flops = runs["engine"][0].extra["flops_per_token"]
         tps = report["engine"]["tokens_per_sec"]["median"]
+        peak = measure_peak_flops(torch.device("cpu"))  # this machine's fp32 matmul peak, measured now
         report["engine"]["model_flops_per_token"] = flops
-        report["engine"]["mfu_cpu"] = flops * tps / CPU_PEAK_FLOPS
+        report["peak_flops"] = peak
+        report["engine"]["mfu"] = flops * tps / peak
         print(f"engine model FLOPs/token {flops / 1e6:.1f}M -> {flops * tps / 1e9:.1f} GFLOP/s, "
-              f"MFU {100 * flops * tps / CPU_PEAK_FLOPS:.0f}% of {CPU_PEAK_FLOPS / 1e9:.0f} GFLOP/s")
+              f"MFU {100 * flops * tps / peak:.0f}% of the measured {peak / 1e9:.0f} GFLOP/s fp32 peak")
     print(f"uptime before: {uptime_start}\nuptime after:  {uptime_end}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -96,8 +96,10 @@ def test_output_contract(tmp_path):
 
 def test_finished_run_is_not_overwritten(tmp_path):
     train_toy(tmp_path, "d", per_device_train_batch_size=8)
-    with pytest.raises(UserError, match="already holds a finished run"):
-        RunDirectory(tmp_path / "d", {"max_steps": 8}, False).check()
+    same = RunDirectory(tmp_path / "d", {"max_steps": 8}, False)
+    assert same.check() is None and same.finished and not same.replace
+    # A moved folder is the same run: its location is not part of its config.
+    assert RunDirectory(tmp_path / "d", {"max_steps": 8, "output_dir": "elsewhere"}, False).check() is None
     with pytest.raises(UserError, match="different config"):
         RunDirectory(tmp_path / "d", {"max_steps": 8, "seed": 3}, False).check()
     replacing = RunDirectory(tmp_path / "d", {"max_steps": 8, "seed": 3}, True)
@@ -130,3 +132,128 @@ def test_malloc_tuning_applies_on_glibc_and_can_be_switched_off():
     assert run(NLP_SSL_MALLOC_TUNING="0") == "False"
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert run() == "True"
+
+
+# --- the wider objective contract ------------------------------------------------------------------------
+
+
+class StatefulRegression(RaggedRegression):
+    """Records the hooks the engine calls and holds state of every kind the contract allows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(()))  # a persistent buffer: checkpointed with the weights
+        self.calls: list[tuple[int, int]] = []
+        self.counter = 0  # non-tensor state: checkpointed through extra_state
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        if self.training:
+            self.seen += 1
+        return out
+
+    def evaluate_batch(self, batch):
+        self.seen += 1000  # a careless objective: the engine must undo this after evaluation
+        return super().forward(batch)
+
+    def on_optimizer_step(self, step: int, max_steps: int) -> None:
+        self.calls.append((step, max_steps))
+        self.counter += 1
+
+    def extra_state(self):
+        return {"counter": self.counter, "history": torch.tensor([float(s) for s, _ in self.calls])}
+
+    def load_extra_state(self, state):
+        self.counter = state["counter"]
+        self.calls = [(int(s), 8) for s in state["history"].tolist()]
+
+    def configure_optimizer(self, config):
+        from nlp_ssl.objectives.base import OptimizerSetup
+
+        head, rest = [self.linear.bias], [self.linear.weight]
+        optimizer = torch.optim.SGD([{"params": rest}, {"params": head, "lr": 0.0}], lr=config.learning_rate)
+        return OptimizerSetup(optimizer=optimizer,
+                              scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step)))
+
+
+def _engine(tmp_path: Path, name: str, objective: Objective, **overrides) -> Trainer:
+    settings = dict(output_dir=str(tmp_path / name), max_steps=8, learning_rate=0.05, logging_steps=1, eval_steps=4,
+                    save_steps=4, report_to=[], max_grad_norm=0.0, weight_decay=0.0)
+    cfg = TrainingConfig(**{**settings, **overrides})
+    run_dir = RunDirectory(cfg.output_dir, {"max_steps": cfg.max_steps}, False)
+    acc = make_accelerator(cfg, run_dir.root)
+    run_dir.prepare(None)
+    return Trainer(cfg, objective, RaggedData(), run_dir=run_dir, accelerator=acc, eval_dataset=RaggedData(16))
+
+
+def test_engine_calls_hooks_restores_buffers_after_eval_and_checkpoints_extra_state(tmp_path):
+    trainer = _engine(tmp_path, "hooks", StatefulRegression())
+    trainer.train()
+    objective = trainer.unwrapped
+    assert objective.calls == [(s, 8) for s in range(1, 9)]
+    assert objective.seen.item() == 8  # two evaluations ran, and neither left a trace in the buffer
+    assert objective.linear.bias.item() == StatefulRegression().linear.bias.item()  # its group has lr 0
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(0.05 / 9)  # the objective's own schedule
+    checkpoint = tmp_path / "hooks" / "checkpoints" / "step_4"
+    fresh = _engine(tmp_path, "hooks-resumed", StatefulRegression())
+    fresh.load_checkpoint(checkpoint)
+    assert fresh.state.step == 4 and fresh.unwrapped.counter == 4 and fresh.unwrapped.seen.item() == 4
+    assert fresh.unwrapped.calls == [(s, 8) for s in range(1, 5)]
+    assert all(p.name.startswith("random_states") for p in checkpoint.glob("*.pkl"))  # no custom pickles
+
+
+class ScoredRegression(RaggedRegression):
+    """Its evaluation score peaks at step 4 and falls afterwards (a stand-in for over-fitting)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = 0
+
+    def on_optimizer_step(self, step: int, max_steps: int) -> None:
+        self.step = step
+
+    def evaluate_batch(self, batch):
+        out = super().forward(batch)
+        out.metrics = {"score": torch.tensor(-abs(self.step - 4.0))}
+        return out
+
+
+def test_metric_for_best_model_exports_the_best_evaluation(tmp_path):
+    trainer = _engine(tmp_path, "best", ScoredRegression(), metric_for_best_model="score", eval_steps=2)
+    weights_at = {}
+
+    original = trainer._evaluate_and_log
+
+    def spy():
+        weights_at[trainer.state.step] = trainer.unwrapped.linear.weight.detach().clone()
+        return original()
+
+    trainer._evaluate_and_log = spy
+    result = trainer.train()
+    assert result.eval_metrics["selected_step"] == 4.0 and result.eval_metrics["eval/score"] == 0.0
+    exported = torch.load(tmp_path / "best" / "final" / "weights.pt")
+    torch.testing.assert_close(exported["linear.weight"], weights_at[4])
+    saved = json.loads((tmp_path / "best" / "final" / "eval_results.json").read_text())
+    assert saved["selected_step"] == 4.0
+
+
+def test_model_card_command_has_no_machine_paths(tmp_path, monkeypatch):
+    from nlp_ssl.engine.run import command_line
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["/home/me/.venv/bin/nlp-ssl", "run", "mlm", "--config", str(tmp_path / "recipes/configs/mlm/x.yaml"),
+            "output_dir=/scratch/me/runs/a", "model.init_from=runs/x/final"]
+    assert command_line(argv) == ("nlp-ssl run mlm --config recipes/configs/mlm/x.yaml output_dir=a "
+                                  "model.init_from=runs/x/final")
+    assert command_line(["/usr/bin/python3.11", "/home/me/nlp_ssl/recipes/mlm.py"]) == "python mlm.py"
+
+
+def test_peak_flops_is_measured_once_and_configurable(tmp_path, monkeypatch):
+    from nlp_ssl.engine import flops
+
+    monkeypatch.setattr(flops, "_CACHE", tmp_path / "peak.json")
+    assert flops.peak_flops(torch.device("cpu"), configured=1e9) == 1e9
+    calls = []
+    monkeypatch.setattr(flops, "measure_peak_flops", lambda device, dtype: calls.append(1) or 5e10)
+    assert flops.peak_flops(torch.device("cpu")) == 5e10
+    assert flops.peak_flops(torch.device("cpu")) == 5e10 and len(calls) == 1  # cached per machine

@@ -15,12 +15,14 @@ from torch import nn
 
 from nlp_ssl.errors import UserError
 from nlp_ssl.eval.glue_report import median_over_seeds, pick_run, suite_markdown, suite_summary, task_markdown
-from nlp_ssl.objectives.supervised import (BestSnapshot, SequenceClassificationObjective, TokenClassificationObjective,
+from nlp_ssl.engine.best import BestModel
+from nlp_ssl.engine.state_io import load_tree, save_tree
+from nlp_ssl.objectives.supervised import (SequenceClassificationObjective, TokenClassificationObjective,
                                            sequence_classification_loss, split_prefix, token_classification_loss)
 from nlp_ssl.pipelines.finetune import (FinetuneConfig, GlueFinetuneConfig, NerFinetuneConfig, derive_schedule,
                                         nest_metrics, prepare_root)
 from nlp_ssl.pipelines.finetune_card import FinetuneCardInfo, write_finetune_card
-from nlp_ssl.pipelines.finetune_data import PadCollator, prepare_token_data
+from nlp_ssl.data.task_data import PadCollator, prepare_token_data
 
 
 # --- losses against naive references ------------------------------------------------------------------
@@ -71,55 +73,59 @@ class _FixedModel(nn.Module):
         return out
 
 
-def test_sequence_objective_scores_each_split_and_keeps_the_best_weights():
+def test_sequence_objective_scores_each_split():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0]])
     model = _FixedModel(logits)
     obj = SequenceClassificationObjective(model, tokenizer=None, metric="accuracy",
-                                          eval_splits=["validation_matched", "validation_mismatched"],
-                                          select_metric="matched/accuracy")
+                                          eval_splits=["validation_matched", "validation_mismatched"])
     batch = {"input_ids": torch.ones(4, 3, dtype=torch.long), "attention_mask": torch.ones(4, 3, dtype=torch.long),
              "labels": torch.tensor([0, 1, 0, 0]), "split_id": torch.tensor([0, 0, 1, 1])}
     out = obj.evaluate_batch(batch)
     assert out.predictions.shape == (4, 3) and out.references.tolist() == [[0, 0], [1, 0], [0, 1], [0, 1]]
-    obj.on_optimizer_step(7)
     metrics = obj.compute_metrics(out.predictions, out.references)
     assert metrics == {"matched/accuracy": 1.0, "mismatched/accuracy": 0.5}
-    assert obj.best.step == 7 and obj.best.score == 1.0
-    # A worse later evaluation does not replace the snapshot; export restores the best weights.
+
+
+def test_best_model_keeps_the_best_weights():
+    model = _FixedModel(torch.zeros(1, 3))
+    best = BestModel("matched/accuracy")
+    assert best.metric == "eval/matched/accuracy" and best.greater_is_better
+    assert best.update(7, {"eval/matched/accuracy": 1.0}, model.state_dict())
+    # A worse later evaluation does not replace the snapshot.
     with torch.no_grad():
         model.weight.fill_(3.0)
-    obj.on_optimizer_step(9)
-    obj.compute_metrics(torch.tensor([[0.0, 1.0, 0.0]] * 4), out.references)
-    assert obj.best.step == 7
-    obj.best.restore(model)
-    assert model.weight.item() == 0.0
+    assert not best.update(9, {"eval/matched/accuracy": 0.5}, model.state_dict())
+    assert best.step == 7 and best.weights["weight"].item() == 0.0
+    with pytest.raises(KeyError, match="eval/matched/accuracy"):
+        best.update(10, {"eval/loss": 1.0}, model.state_dict())
+    assert not BestModel("eval_loss").greater_is_better
 
 
 def test_regression_objective_reports_pearson_and_spearman():
-    obj = SequenceClassificationObjective(_FixedModel(torch.zeros(1, 1)), None, "pearson_spearman", ["validation"],
-                                          "spearmanr")
+    obj = SequenceClassificationObjective(_FixedModel(torch.zeros(1, 1)), None, "pearson_spearman", ["validation"])
     preds = torch.tensor([[0.1], [0.4], [0.2], [0.9]])
     refs = torch.tensor([[1.0, 0], [3.0, 0], [2.0, 0], [5.0, 0]])
     metrics = obj.compute_metrics(preds, refs)
     assert metrics["spearmanr"] == pytest.approx(1.0) and 0.9 < metrics["pearson"] < 1.0
 
 
-def test_best_snapshot_state_round_trip_and_nan_handling():
+def test_best_model_state_round_trip_and_nan_handling(tmp_path):
     model = nn.Linear(2, 2)
-    best = BestSnapshot("f1")
-    assert best.update(1, {"f1": float("nan")}, model)  # a first NaN still beats having nothing
-    assert best.update(2, {"f1": 0.3}, model)
-    assert not best.update(3, {"f1": 0.3}, model)  # ties keep the earlier model
-    assert not best.update(4, {"f1": float("nan")}, model)
-    clone = BestSnapshot("f1")
-    clone.load_state_dict(best.state_dict())
+    best = BestModel("f1")
+    assert best.update(1, {"eval/f1": float("nan")}, model.state_dict())  # a first NaN still beats having nothing
+    assert best.update(2, {"eval/f1": 0.3}, model.state_dict())
+    assert not best.update(3, {"eval/f1": 0.3}, model.state_dict())  # ties keep the earlier model
+    assert not best.update(4, {"eval/f1": float("nan")}, model.state_dict())
+    save_tree({"best": best.state_tree()}, tmp_path, "state")  # as the engine checkpoints it: JSON + safetensors
+    clone = BestModel("f1")
+    clone.load_state_tree(load_tree(tmp_path, "state")["best"])
     assert clone.step == 2 and clone.score == 0.3 and set(clone.weights) == {"weight", "bias"}
+    torch.testing.assert_close(clone.weights["weight"], model.weight.detach())
 
 
 def test_token_objective_rebuilds_sentences_and_scores_entities():
     names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    obj = TokenClassificationObjective(_FixedModel(torch.zeros(1, 1, 5)), None, names, ["validation", "test"],
-                                       "validation/overall_f1")
+    obj = TokenClassificationObjective(_FixedModel(torch.zeros(1, 1, 5)), None, names, ["validation", "test"])
     # Words arrive in batch order; sentence 1's words are split around sentence 0's (as after a gather).
     preds = torch.tensor([1, 2, 0, 3, 0, 1])
     refs = torch.tensor([[1, 0, 0], [2, 0, 0], [0, 1, 0], [3, 1, 0], [0, 0, 0], [0, 2, 1]])
@@ -128,13 +134,12 @@ def test_token_objective_rebuilds_sentences_and_scores_entities():
     assert metrics["validation/overall_f1"] == 1.0 and metrics["validation/PER/f1"] == 1.0
     # test: one gold O predicted B-PER -> one false positive, no gold entity
     assert metrics["test/overall_precision"] == 0.0 and metrics["test/overall_accuracy"] == 0.0
-    assert obj.best.score == 1.0
 
 
 def test_token_objective_eval_batch_keeps_only_labelled_positions():
     logits = torch.zeros(2, 4, 3)
     logits[0, 1, 2] = logits[1, 0, 1] = 5.0
-    obj = TokenClassificationObjective(_FixedModel(logits), None, ["O", "B-X", "I-X"], ["validation"], "overall_f1")
+    obj = TokenClassificationObjective(_FixedModel(logits), None, ["O", "B-X", "I-X"], ["validation"])
     batch = {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long),
              "labels": torch.tensor([[-100, 2, 0, -100], [1, -100, -100, -100]]),
              "sentence_id": torch.tensor([10, 11])}

@@ -13,6 +13,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
+from safetensors import safe_open
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DEBUG = REPO / "recipes/configs/glue/debug.yaml"
@@ -248,7 +249,10 @@ def test_resume_keeps_the_best_evaluation(tmp_path, tiny_model, glue_dir):
     steps = sorted(int(p.name.split("_")[1]) for p in (seed_dir / "checkpoints").iterdir())
     assert steps == [16, 32, 48]
     shutil.rmtree(seed_dir / "checkpoints" / "step_48")
-    assert (seed_dir / "checkpoints" / "step_32" / "custom_checkpoint_1.pkl").is_file()  # the best snapshot
+    # The best snapshot is part of the engine's checkpoint state (safetensors, not a pickle).
+    best_weights = safe_open(str(seed_dir / "checkpoints" / "step_32" / "engine_state.safetensors"), "pt").keys()
+    assert any(key.startswith("best.weights.") for key in best_weights)
+    assert not list((seed_dir / "checkpoints" / "step_32").glob("custom_checkpoint_*"))
     shutil.rmtree(seed_dir / "final")
     for name in ("final", "results.json", "results.md"):
         path = tmp_path / "cut" / name

@@ -100,6 +100,10 @@ def test_special_tokens_and_padding_are_never_selected():
                                        intermediate_size=32))
     objective = MaskedLMObjective(model, tok, MaskingConfig(mlm_probability=0.99, mask_replace_prob=1.0, random_replace_prob=0.0))
     enc = tok(["the cat sat", "a dog"], padding="max_length", max_length=12, return_tensors="pt")
-    maskable = enc["attention_mask"].bool() & ~objective.special_lookup[enc["input_ids"]]
-    assert not maskable[enc["input_ids"] == tok.cls_token_id].any()
-    assert not maskable[enc["input_ids"] == tok.pad_token_id].any()
+    torch.manual_seed(0)
+    corrupted, selected = objective.corrupt(enc["input_ids"], enc["attention_mask"])
+    special = (enc["input_ids"] == tok.cls_token_id) | (enc["input_ids"] == tok.sep_token_id)
+    padding = enc["attention_mask"] == 0
+    assert not selected[special | padding].any()
+    assert selected[~special & ~padding].all()  # at probability 0.99 every ordinary token of 7 is chosen here
+    assert (corrupted[selected] == tok.mask_token_id).all() and torch.equal(corrupted[~selected], enc["input_ids"][~selected])

@@ -104,9 +104,12 @@ def test_debug_recipe_gensim_backend_with_the_cli(tmp_path):
     _check_final(out / "final")
     state = json.loads((out / "final" / "trainer_state.json").read_text())
     assert state["backend"] == "gensim" and state["complete"]
-    # a finished run is not overwritten by a rerun
+    # a finished run is reported, not overwritten, by a rerun
+    before = (out / "final" / "vectors.kv").stat().st_mtime_ns
     again = _run([str(nlp_ssl), "run", "word2vec", "--config", str(CONFIGS / "debug_gensim.yaml"), f"output_dir={out}"])
-    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    assert again.returncode == 0 and "already holds this finished run" in again.stdout
+    assert "Word analogy: questions-words" in again.stdout
+    assert (out / "final" / "vectors.kv").stat().st_mtime_ns == before
 
 
 def _losses(run: Path) -> dict[int, float]:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 from nlp_ssl.errors import UserError
-from nlp_ssl.eval.metrics import METRIC_KINDS, canonical_task_name, metric_keys
+from nlp_ssl.data.task_names import METRIC_KINDS, canonical_task_name, metric_keys
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import datasets
@@ -12,19 +13,17 @@ from transformers import PreTrainedTokenizerBase
 from nlp_ssl.data.corpus import CorpusConfig, load_corpus
 from nlp_ssl.data.packing import PackedBlocks, StreamingBlocks, tokenize_corpus
 from nlp_ssl.data.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
-from nlp_ssl.engine.run_dir import RunDirectory
 from nlp_ssl.errors import UserError
 
 
 def prepare_tokenizer(cfg: TokenizerConfig, kind: Literal["wordpiece", "bpe"], corpus: datasets.DatasetDict,
-                      run_dir: RunDirectory, accelerator: Accelerator, model_init_from: str | None = None
+                      saved: Path, accelerator: Accelerator, model_init_from: str | None = None
                       ) -> PreTrainedTokenizerBase:
-    """The run's tokenizer, saved under ``output_dir/tokenizer`` so that a resumed run reuses it exactly.
+    """The run's tokenizer, saved under ``saved`` (``output_dir/tokenizer``) so a resumed run reuses it exactly.
 
     Order of preference: the one saved by an earlier attempt of this run, ``tokenizer.name_or_path``, the
     tokenizer of ``model.init_from``, and otherwise one trained on the train split (main process first).
     """
-    saved = run_dir.root / "tokenizer"
     with accelerator.main_process_first():
         if (saved / "tokenizer_config.json").is_file():
             return load_tokenizer(saved)

@@ -81,17 +81,25 @@ class PackedBlocks(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"input_ids": self.blocks[index], "attention_mask": self.mask[index]}
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
         # One fancy-index per batch instead of one per example (the DataLoader hands this to collate).
         index = torch.as_tensor(indices)
-        return {"input_ids": self.blocks[index], "attention_mask": self.mask[index]}
+        mask = self.mask[index]
+        return {"input_ids": self.blocks[index], "attention_mask": mask, "padded": not bool(mask.all())}
 
 
-def collate_blocks(batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Collate for :class:`PackedBlocks` / :class:`StreamingBlocks` (already stacked by ``__getitems__``)."""
+def collate_blocks(batch: dict[str, Any] | list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Collate for :class:`PackedBlocks` / :class:`StreamingBlocks` (already stacked by ``__getitems__``).
+
+    ``padded`` (a Python bool, decided here on the host) says whether any position is padding: packing
+    pads only the very last block, so models can skip the attention mask (a faster attention path) on
+    every other batch without the device having to report it.
+    """
     if isinstance(batch, dict):
         return batch
-    return {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
+    stacked: dict[str, Any] = {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
+    stacked["padded"] = not bool(stacked["attention_mask"].all())
+    return stacked
 
 
 def pack_stream(sequences: Iterable[list[int]], block_size: int, pad_id: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -27,9 +27,12 @@ def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    """AdamW over the decay groups; ``foreach`` batches the per-parameter updates into few kernels."""
-    groups = [g for g in decay_parameter_groups(model, config.weight_decay) if g["params"]]
+def build_optimizer(model: nn.Module, config: TrainingConfig, param_groups: list[dict] | None = None
+                    ) -> torch.optim.Optimizer:
+    """AdamW over ``param_groups`` (default: the decay groups of every trainable parameter); ``foreach``
+    batches the per-parameter updates into few kernels. Groups may carry their own ``lr`` / ``weight_decay``."""
+    groups = param_groups if param_groups is not None else decay_parameter_groups(model, config.weight_decay)
+    groups = [g for g in groups if g["params"]]
     if not groups:
         raise UserError("the model has no trainable parameters; check the model section of the config")
     return torch.optim.AdamW(

@@ -26,7 +26,7 @@ from nlp_ssl.errors import UserError
 
 # Keys a rerun may change without invalidating the checkpoints (e.g. train longer, log more often).
 RESUMABLE_KEYS = {
-    "max_steps", "max_time_minutes", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
+    "output_dir", "max_steps", "max_time_minutes", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
     "report_to", "max_eval_batches", "dataloader_num_workers", "overwrite_output_dir", "per_device_eval_batch_size",
 }
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -40,6 +40,7 @@ class RunDirectory:
         self.config = config
         self.overwrite = overwrite
         self.replace = False
+        self.finished = False
 
     @property
     def checkpoints(self) -> Path:
@@ -71,7 +72,8 @@ class RunDirectory:
         found = []
         for child in self.checkpoints.iterdir():
             match = _STEP_DIR.match(child.name)
-            if match and child.is_dir():
+            # The engine writes engine_state.json last: a folder without it is not a complete checkpoint.
+            if match and (child / "engine_state.json").is_file():
                 found.append(int(match.group(1)))
         return sorted(found)
 
@@ -79,17 +81,25 @@ class RunDirectory:
         """Decide what this run does with an existing ``output_dir``; return the checkpoint to resume from.
 
         An interrupted run with the same config resumes (even under ``overwrite_output_dir``, so that
-        rerunning a killed command never throws its progress away). A finished run or a different config
-        is refused, or, with ``overwrite_output_dir=true``, marked to be replaced by :meth:`prepare`.
+        rerunning a killed command never throws its progress away). A finished run with the same config sets
+        :attr:`finished` (the runner reports it and exits successfully) unless ``overwrite_output_dir=true``
+        asks to train it again. A different config is refused, or, with ``overwrite_output_dir=true``, marked
+        to be replaced by :meth:`prepare`.
 
         Raises:
-            UserError: the folder holds a finished run, or a run with a different config.
+            UserError: the folder holds a run with a different config, or something that is not a run.
         """
-        self.replace = False
+        self.replace = self.finished = False
         if not self.root.exists():
             return None
         problem = self._conflict()
         if problem is None:
+            if self._is_finished():
+                if self.overwrite:
+                    self.replace = True
+                    return None
+                self.finished = True
+                return None
             return self.latest_checkpoint()
         if self.overwrite:
             self.replace = True
@@ -109,13 +119,14 @@ class RunDirectory:
         elif any(self.root.iterdir()):
             return (f"{self.root} exists and is not an nlp_ssl run folder; choose another output_dir "
                     "or pass overwrite_output_dir=true to replace it")
-        done = self.final / "trainer_state.json"
-        if done.is_file():
-            state = json.loads(done.read_text())
-            if state.get("complete") and state.get("step", 0) >= self.config.get("max_steps", 0):
-                return (f"{self.root} already holds a finished run (step {state['step']}); choose another "
-                        "output_dir, raise max_steps to continue it, or pass overwrite_output_dir=true")
         return None
+
+    def _is_finished(self) -> bool:
+        done = self.final / "trainer_state.json"
+        if not done.is_file():
+            return False
+        state = json.loads(done.read_text())
+        return bool(state.get("complete")) and state.get("step", 0) >= self.config.get("max_steps", 0)
 
     def _previous_config(self) -> dict[str, Any] | None:
         if not self.config_file.is_file():

@@ -2,8 +2,14 @@
 
 The engine owns everything that is not specific to an objective: device placement and data parallelism
 (Accelerate), gradient accumulation, token-weighted loss normalisation, clipping, optimizer and schedule,
-seeding, logging, periodic evaluation, checkpoints with exact resume, a wall-clock budget and the final
-export. It never looks inside a batch; the :class:`~nlp_ssl.objectives.base.Objective` does.
+seeding, logging, periodic evaluation, best-model selection, checkpoints with exact resume, a wall-clock
+budget and the final export. It never looks inside a batch; the :class:`~nlp_ssl.objectives.base.Objective`
+does (see its module for the rules objectives follow).
+
+A step, in order: fetch the step's micro-batches; seed the RNG from (seed, step, rank); forward and backward
+each micro-batch (gradient all-reduce only on the last); divide the summed gradients by the step's global
+item count; clip; optimizer and scheduler step; ``on_optimizer_step``. Nothing in a step waits for the
+device: item counts, throughput and the time budget are read at log steps only.
 """
 
 from __future__ import annotations
@@ -27,21 +33,30 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from nlp_ssl.config import TrainingConfig
+from nlp_ssl.distributed import DistContext
 from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
+from nlp_ssl.engine.best import BestModel
+from nlp_ssl.engine.flops import peak_flops
 from nlp_ssl.engine.memory import keep_freed_memory
 from nlp_ssl.engine.optim import build_optimizer, build_scheduler
 from nlp_ssl.engine.run_dir import RunDirectory, flatten_config
 from nlp_ssl.engine.sampler import EpochShuffleSampler
-from nlp_ssl.objectives.base import Objective, StepOutput
+from nlp_ssl.engine.state_io import load_tree, save_tree
+from nlp_ssl.objectives.base import Objective, OptimizerSetup, StepOutput
 
-# Tied weights (the MLM decoder is the embedding matrix) are saved once by accelerate, which warns at every
-# checkpoint; the model re-ties them on load by construction, so the warning says nothing here.
-logging.getLogger("accelerate.utils.other").addFilter(
-    lambda record: not str(record.getMessage()).startswith("Removed shared tensor"))
 
-# Peak dense fp32 throughput used for the model-FLOPs-utilisation estimate when no GPU is present
-# (a 2048x2048 fp32 matmul on the 2-core AVX2 reference machine).
-CPU_PEAK_FLOPS = 150e9
+class _DropSharedTensorNotice(logging.Filter):
+    """Tied weights (the MLM decoder is the embedding matrix) are saved once by accelerate, which warns at
+    every checkpoint; the model re-ties them on load by construction, so the notice says nothing here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in str(record.getMessage())
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_DropSharedTensorNotice())
+
+#: Names of the engine's own files inside a checkpoint folder (beside what ``accelerator.save_state`` writes).
+ENGINE_STATE = "engine_state"
 
 
 @dataclass
@@ -51,14 +66,14 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed by this process
-    items_seen: int = 0
+    items_seen: float = 0.0
     train_seconds: float = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({k: v for k, v in state.items() if k in self.__dict__})
 
 
 @dataclass
@@ -102,12 +117,12 @@ class Trainer:
         objective: owns model, heads and loss (see :class:`Objective`).
         train_dataset: map-style (shuffled per epoch from (seed, epoch)) or iterable.
         eval_dataset: optional held-out data, evaluated every ``eval_steps`` and at the end.
-        collate_fn: turns a list of examples into the batch the objective expects.
-        run_dir: the output folder (already checked by the recipe, so the tokenizer could be saved there).
+        collate_fn: turns a list of examples into the batch the objective expects (draws no random numbers).
+        run_dir: the output folder (already checked and prepared by the runner).
         accelerator: the run's Accelerator (from :func:`make_accelerator`).
         full_config: the whole recipe config, for trackers.
         on_export: extra files to put into the exported folder (model card, samples), given the folder and
-            final eval metrics.
+            the exported evaluation's metrics.
     """
 
     def __init__(
@@ -129,6 +144,8 @@ class Trainer:
         self.full_config = full_config or {}
         self.on_export = on_export
         self.state = TrainState()
+        self.best = (BestModel(config.metric_for_best_model, config.greater_is_better)
+                     if config.metric_for_best_model else None)
 
         self._sampler: EpochShuffleSampler | None = None
         train_loader = self._train_loader(train_dataset, collate_fn)
@@ -136,19 +153,19 @@ class Trainer:
         if eval_dataset is not None:
             eval_loader = DataLoader(eval_dataset, batch_size=config.per_device_eval_batch_size,
                                      shuffle=False, collate_fn=collate_fn, num_workers=config.dataloader_num_workers)
-        optimizer = objective.configure_optimizer(config) or build_optimizer(objective, config)
-        scheduler = build_scheduler(optimizer, config)
+        optimizer, scheduler = self._optimizer_and_scheduler(objective)
+        if config.torch_compile:
+            for module in objective.compiled_modules():
+                module.compile()  # in place: parameter names and state_dict keys stay the same
         # One prepare for everything trainable: DDP wraps the objective (model + heads) once.
-        if eval_loader is not None:
-            (self.objective, self.optimizer, self.train_loader, self.scheduler, self.eval_loader) = accelerator.prepare(
-                objective, optimizer, train_loader, scheduler, eval_loader)
-        else:
-            self.objective, self.optimizer, self.train_loader, self.scheduler = accelerator.prepare(
-                objective, optimizer, train_loader, scheduler)
-            self.eval_loader = None
-        accelerator.register_for_checkpointing(self.state)
+        prepared = accelerator.prepare(objective, optimizer, train_loader, scheduler,
+                                       *([eval_loader] if eval_loader is not None else []))
+        self.objective, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
+        self.eval_loader = prepared[4] if eval_loader is not None else None
+        self.unwrapped.setup_distributed(DistContext(accelerator.process_index, accelerator.num_processes))
+        self._peak: float | None = None
 
-    # ------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------------------------ set-up
     def _train_loader(self, dataset: Dataset | IterableDataset, collate_fn: Callable | None) -> DataLoader:
         cfg = self.config
         if isinstance(dataset, IterableDataset):
@@ -160,18 +177,28 @@ class Trainer:
         return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn,
                           num_workers=cfg.dataloader_num_workers)
 
+    def _optimizer_and_scheduler(self, objective: Objective):
+        setup = objective.configure_optimizer(self.config)
+        if isinstance(setup, torch.optim.Optimizer):
+            setup = OptimizerSetup(optimizer=setup)
+        setup = setup or OptimizerSetup()
+        optimizer = setup.optimizer or build_optimizer(objective, self.config, setup.param_groups)
+        scheduler = setup.scheduler or build_scheduler(optimizer, self.config)
+        return optimizer, scheduler
+
     @property
     def unwrapped(self) -> Objective:
         return self.accelerator.unwrap_model(self.objective)
 
     def _seed_step(self, step: int, salt: int = 0) -> None:
-        """Make every random draw of a step (dropout, masking, negatives) a function of (seed, step, rank).
+        """Make every random draw of a step (dropout, masking, views, negatives) a function of (seed, step, rank).
 
         Re-seeding per step is what makes resume exact without replaying RNG history: a restarted run
         reaches step ``k`` with the same generator state as the uninterrupted one.
         """
         rank = self.accelerator.process_index
-        torch.manual_seed((self.config.seed * 1_000_003 + step * 1_009 + rank * 7 + salt) % (2**63 - 1))
+        seed = (self.config.seed * 1_000_003 + step * 1_009 + rank * 7 + salt) % (2**63 - 1)
+        torch.manual_seed(seed)  # also seeds every CUDA device
 
     def _batches(self) -> Iterator[Any]:
         """Micro-batches forever, epoch after epoch, resuming mid-epoch after a restart."""
@@ -193,7 +220,7 @@ class Trainer:
             self.state.epoch += 1
             self.state.batches_in_epoch = 0
 
-    # ------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------------------------ the loop
     def train(self, resume_from: Path | None = None, end_process_group: bool = True) -> TrainResult:
         """Train to ``max_steps`` (or the time budget), evaluate, export ``final/``.
 
@@ -202,106 +229,43 @@ class Trainer:
         """
         cfg, acc = self.config, self.accelerator
         if resume_from is not None:
-            acc.load_state(str(resume_from))
+            self.load_checkpoint(resume_from)
             acc.print(f"Resumed from {resume_from} (step {self.state.step}, epoch {self.state.epoch})")
         acc.init_trackers("nlp_ssl", config=flatten_config(self.full_config))
-
-        metrics_file = self.run_dir.metrics_file if acc.is_main_process else None
-        bar = tqdm(total=cfg.max_steps, initial=self.state.step, disable=not acc.is_local_main_process,
-                   desc="train", dynamic_ncols=True)
-        batches = self._batches()
-        window = _Window()
-        start_time = time.perf_counter()
-        prior_seconds = self.state.train_seconds
+        self._metrics_file = self.run_dir.metrics_file if acc.is_main_process else None
+        self._bar = tqdm(total=cfg.max_steps, initial=self.state.step, disable=not acc.is_local_main_process,
+                         desc="train", dynamic_ncols=True)
+        self._window = _Window(acc.device)
+        self._clock = _Clock(self.state.train_seconds)
         eval_metrics: dict[str, float] = {}
         stopped_by_time = False
 
-        unit = self.unwrapped.throughput_unit
+        batches = self._batches()
         self.objective.train()
         while self.state.step < cfg.max_steps:
-            # Fetch first, then seed: creating a DataLoader iterator draws from the global RNG, and a resumed
-            # run creates one at a different step than an uninterrupted run does.
-            micro_batches = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
-            self._seed_step(self.state.step)
-            step_items = torch.zeros((), device=acc.device)
-            outputs: list[StepOutput] = []
-            for micro, batch in enumerate(micro_batches):
-                last = micro == cfg.gradient_accumulation_steps - 1
-                # Skip the gradient all-reduce on all but the last micro-batch of the step.
-                sync = contextlib.nullcontext() if last else acc.no_sync(self.objective)
-                with sync, acc.autocast():
-                    out = self.objective(batch)
-                    items = torch.as_tensor(out.num_items, device=acc.device, dtype=torch.float32)
-                    # Backpropagate the SUM over items; it is divided by the step's global item count below.
-                    acc.backward(out.loss * items)
-                step_items += items
-                outputs.append(out)
-            # Token-weighted normalisation: sum of losses / items over all micro-batches and processes
-            # (DDP already averaged gradients over processes, hence the factor num_processes).
-            global_items = acc.reduce(step_items.detach(), reduction="sum")
-            scale = acc.num_processes / global_items.clamp(min=1.0)
-            grads = [p.grad for p in self.objective.parameters() if p.grad is not None]
-            if grads:
-                torch._foreach_mul_(grads, scale)
-            grad_norm = None
-            if cfg.max_grad_norm > 0:
-                grad_norm = acc.clip_grad_norm_(self.objective.parameters(), cfg.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.state.step += 1
-            self.unwrapped.on_optimizer_step(self.state.step)
-
-            window.add(outputs, grad_norm)
-            self.state.items_seen += int(global_items.item())
-            elapsed = prior_seconds + time.perf_counter() - start_time
-            self.state.train_seconds = elapsed
-            bar.update(1)
-
-            if self.state.step % cfg.logging_steps == 0 or self.state.step == cfg.max_steps:
-                record = window.reduce(acc)
-                record["train/lr"] = self.scheduler.get_last_lr()[0]
-                record["train/epoch"] = self.state.epoch + self._epoch_fraction()
-                if record.get("_seconds"):
-                    rate = record.pop("_inputs") / record.pop("_seconds")
-                    record[f"train/{unit}_per_sec"] = rate
-                    flops_per_input = self.unwrapped.flops_per_input()
-                    if flops_per_input:
-                        flops = flops_per_input * rate
-                        record["perf/tflops"] = flops / 1e12
-                        if acc.device.type == "cpu":
-                            record["perf/mfu_cpu"] = flops / (CPU_PEAK_FLOPS * _machines(acc))
-                else:
-                    record.pop("_inputs", None)
-                    record.pop("_seconds", None)
-                self._log(record, metrics_file)
-                bar.set_postfix({"loss": f"{record.get('train/loss', float('nan')):.4f}",
-                                 f"{unit}/s": f"{record.get(f'train/{unit}_per_sec', 0):,.0f}"})
-
-            if self.eval_loader is not None and self.state.step % cfg.eval_steps == 0 and self.state.step < cfg.max_steps:
-                eval_metrics = self.evaluate()
-                self._log(eval_metrics, metrics_file)
-                self.objective.train()
-
-            out_of_time = False
-            if cfg.max_time_minutes is not None:
-                # Every process must agree, or one would stop while the others wait in an all-reduce.
-                over = float(time.perf_counter() - start_time > cfg.max_time_minutes * 60)
-                out_of_time = bool(acc.reduce(torch.tensor(over, device=acc.device), reduction="sum").item())
-            if self.state.step % cfg.save_steps == 0 or out_of_time:
+            self._train_step(batches)
+            step = self.state.step
+            at_log = step % cfg.logging_steps == 0 or step == cfg.max_steps
+            if at_log:
+                self._log_train()
+            if self.eval_loader is not None and step % cfg.eval_steps == 0 and step < cfg.max_steps:
+                eval_metrics = self._evaluate_and_log()
+            out_of_time = self._out_of_time(at_log)
+            if step % cfg.save_steps == 0 or out_of_time:
                 self.save_checkpoint()
-            if out_of_time and self.state.step < cfg.max_steps:
+            if out_of_time and step < cfg.max_steps:
                 stopped_by_time = True
-                acc.print(f"Wall-clock budget of {cfg.max_time_minutes} min reached at step {self.state.step}; "
+                acc.print(f"Wall-clock budget of {cfg.max_time_minutes} min reached at step {step}; "
                           "rerun the same command to continue.")
                 break
-        bar.close()
+        self._bar.close()
 
         if self.eval_loader is not None:
-            eval_metrics = self.evaluate()
-            self._log(eval_metrics, metrics_file)
+            eval_metrics = self._evaluate_and_log()
         if self.state.step % cfg.save_steps != 0 and not stopped_by_time:
             self.save_checkpoint()
+        if self.best is not None and self.best.step is not None:
+            eval_metrics = {**self.best.metrics, "selected_step": float(self.best.step)}
         final_dir = self.export(eval_metrics, complete=not stopped_by_time)
         if end_process_group:
             acc.end_training()
@@ -310,18 +274,122 @@ class Trainer:
                 tracker.finish()
         return TrainResult(self.state.step, final_dir, eval_metrics, stopped_by_time)
 
+    def _train_step(self, batches: Iterator[Any]) -> None:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
+        cfg, acc = self.config, self.accelerator
+        # Fetch first, then seed: creating a DataLoader iterator draws from the global RNG, and a resumed
+        # run creates one at a different step than an uninterrupted run does.
+        micro_batches = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
+        self._seed_step(self.state.step)
+        step_items = torch.zeros((), device=acc.device)
+        outputs: list[StepOutput] = []
+        for micro, batch in enumerate(micro_batches):
+            last = micro == cfg.gradient_accumulation_steps - 1
+            # Skip the gradient all-reduce on all but the last micro-batch of the step.
+            sync = contextlib.nullcontext() if last else acc.no_sync(self.objective)
+            with sync, acc.autocast():
+                out = self.objective(batch)
+                items = torch.as_tensor(out.num_items, device=acc.device, dtype=torch.float32)
+                # Backpropagate the SUM over items; it is divided by the step's global item count below.
+                acc.backward(out.loss * items)
+            step_items += items
+            outputs.append(out)
+        # Token-weighted normalisation: sum of losses / items over all micro-batches and processes
+        # (DDP already averaged gradients over processes, hence the factor num_processes). The all-reduce
+        # runs on the device; nothing here waits for it.
+        global_items = acc.reduce(step_items, reduction="sum")
+        scale = acc.num_processes / global_items.clamp(min=1.0)
+        grads = [p.grad for p in self.objective.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        grad_norm = None
+        if cfg.max_grad_norm > 0:
+            grad_norm = acc.clip_grad_norm_(self.objective.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.unwrapped.on_optimizer_step(self.state.step, cfg.max_steps)
+        self._window.add(outputs, grad_norm, global_items)
+        self._bar.update(1)
+
+    def _out_of_time(self, at_log: bool) -> bool:
+        """Whether the wall-clock budget is spent; every process must agree, or one would stop while the
+        others wait in a collective, so with several processes this is decided (all-reduced) at log steps."""
+        budget = self.config.max_time_minutes
+        if budget is None:
+            return False
+        over = self._clock.session_seconds() > budget * 60
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return over
+        if not at_log:
+            return False
+        return bool(acc.reduce(torch.tensor(float(over), device=acc.device), reduction="sum").item())
+
+    # ------------------------------------------------------------------------------------------ logging
+    def _log_train(self) -> None:
+        acc = self.accelerator
+        unit = self.unwrapped.throughput_unit
+        record, items, inputs, seconds = self._window.reduce(acc)  # the one device sync between log steps
+        self.state.items_seen += items
+        self.state.train_seconds = self._clock.total_seconds()
+        record["train/lr"] = self.scheduler.get_last_lr()[0]
+        record["train/epoch"] = self.state.epoch + self._epoch_fraction()
+        if seconds > 0:
+            rate = inputs / seconds
+            record[f"train/{unit}_per_sec"] = rate
+            flops_per_input = self.unwrapped.flops_per_input()
+            if flops_per_input and acc.is_main_process:
+                flops = flops_per_input * rate
+                record["perf/tflops"] = flops / 1e12
+                record["perf/mfu"] = flops / (self._peak_flops() * _machines(acc))
+        self._log(record)
+        self._bar.set_postfix({"loss": f"{record.get('train/loss', float('nan')):.4f}",
+                               f"{unit}/s": f"{record.get(f'train/{unit}_per_sec', 0):,.0f}"})
+
+    def _peak_flops(self) -> float:
+        if self._peak is None:
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.mixed_precision, torch.float32)
+            self._peak = peak_flops(self.accelerator.device, dtype, self.config.peak_flops)
+        return self._peak
+
     def _epoch_fraction(self) -> float:
         try:
             return self.state.batches_in_epoch / max(1, len(self.train_loader))
         except TypeError:
             return 0.0
 
-    # ------------------------------------------------------------------------------------------------------
+    def _log(self, record: dict[str, float]) -> None:
+        record = {"step": self.state.step, **{k: v for k, v in record.items() if k != "step"}}
+        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.state.step)
+        if self._metrics_file is not None:
+            with self._metrics_file.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def _evaluate_and_log(self) -> dict[str, float]:
+        metrics = self.evaluate()
+        self._log(metrics)
+        if self.best is not None and self.best.update(self.state.step, metrics, self._model_state()):
+            self.accelerator.print(f"best {self.best.metric} so far: {self.best.score:.4f} (step {self.state.step})")
+        self.objective.train()
+        return metrics
+
+    def _model_state(self) -> dict[str, torch.Tensor]:
+        return self.accelerator.get_state_dict(self.objective)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Item-weighted means of the objective's eval loss and metrics over the whole eval set."""
+        """Item-weighted means of the objective's eval loss and metrics over the whole eval set.
+
+        Evaluation leaves training state as it found it: the objective's buffers (queues, running statistics)
+        are restored afterwards, and the next step re-seeds the RNG anyway.
+        """
         acc = self.accelerator
-        self.objective.eval()
+        objective = self.unwrapped
+        objective.eval()
+        buffers = {name: buf.clone() for name, buf in objective.named_buffers()}
         # A fixed seed makes stochastic evaluation (e.g. which tokens are masked) the same at every step.
         self._seed_step(0, salt=12345)
         sums: dict[str, torch.Tensor] = {}
@@ -333,7 +401,7 @@ class Trainer:
             if self.config.max_eval_batches is not None and index >= self.config.max_eval_batches:
                 break
             with acc.autocast():
-                out = self.unwrapped.evaluate_batch(batch)
+                out = objective.evaluate_batch(batch)
             n = torch.as_tensor(out.num_items, device=acc.device, dtype=torch.float64)
             items += n
             if out.predictions is not None:
@@ -342,37 +410,43 @@ class Trainer:
                 references.append(_gather_ragged(acc, out.references))
             for name, value in {"loss": out.loss, **out.metrics}.items():
                 sums[name] = sums.get(name, torch.zeros((), device=acc.device, dtype=torch.float64)) + value.detach().double() * n
+        for name, buf in objective.named_buffers():
+            if name in buffers:
+                buf.copy_(buffers[name])
         names = sorted(sums)
         stacked = torch.stack([sums[n] for n in names] + [items]) if names else items.reshape(1)
         total = acc.reduce(stacked, reduction="sum")
         count = float(total[-1].item())
         means = {n: float(total[i].item()) / max(count, 1.0) for i, n in enumerate(names)}
         result = {f"eval/{k}": v for k, v in means.items()}
-        result.update({f"eval/{k}": v for k, v in self.unwrapped.eval_summary(means).items()})
+        result.update({f"eval/{k}": v for k, v in objective.eval_summary(means).items()})
         if predictions:
-            computed = self.unwrapped.compute_metrics(torch.cat(predictions), torch.cat(references))
+            computed = objective.compute_metrics(torch.cat(predictions), torch.cat(references))
             result.update({f"eval/{k}": float(v) for k, v in computed.items()})
         result["eval/items"] = count
         result["step"] = self.state.step
         return result
 
-    def _log(self, record: dict[str, float], metrics_file: Path | None) -> None:
-        record = {"step": self.state.step, **{k: v for k, v in record.items() if k != "step"}}
-        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.state.step)
-        if metrics_file is not None:
-            with metrics_file.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-    # ------------------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_<N>`` atomically (every process writes into a temp folder first)."""
+        """Write ``checkpoints/step_<N>`` atomically (every process writes into a temp folder first).
+
+        Accelerate writes model, optimizer, scheduler and RNG states; the engine adds its own state
+        (train position, best model, the objective's extra state) as JSON + safetensors, last, so a folder
+        without ``engine_state.json`` is an incomplete checkpoint.
+        """
         acc = self.accelerator
         target = self.run_dir.checkpoints / f"step_{self.state.step}"
         tmp = self.run_dir.checkpoints / f".step_{self.state.step}.tmp"
+        self.state.train_seconds = self._clock.total_seconds()
         if acc.is_main_process:
-            tmp.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        if acc.is_main_process:
+            save_tree(self._engine_state(), tmp, ENGINE_STATE)
         acc.wait_for_everyone()
         if acc.is_main_process:
             if target.exists():
@@ -382,32 +456,65 @@ class Trainer:
         acc.wait_for_everyone()
         return target
 
+    def _engine_state(self) -> dict[str, Any]:
+        self._window.flush_items(self.state, self.accelerator)
+        return {"train_state": self.state.state_dict(),
+                "best": self.best.state_tree() if self.best is not None else None,
+                "objective": self.unwrapped.extra_state()}
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote."""
+        self.accelerator.load_state(str(folder))
+        tree = load_tree(Path(folder), ENGINE_STATE) or {}
+        self.state.load_state_dict(tree.get("train_state") or {})
+        if self.best is not None and tree.get("best"):
+            self.best.load_state_tree(tree["best"])
+        if tree.get("objective"):
+            self.unwrapped.load_extra_state(tree["objective"])
+
     def export(self, eval_metrics: dict[str, float], complete: bool) -> Path:
-        """Write ``final/`` atomically: the objective's artifact, trainer state and eval results."""
+        """Write ``final/`` atomically: the objective's artifact, trainer state and eval results.
+
+        With ``metric_for_best_model`` the best evaluation's weights are loaded back first, so the export and
+        ``eval_results.json`` describe the same model.
+        """
         acc = self.accelerator
+        self._window.flush_items(self.state, acc)
+        if self.best is not None and self.best.weights is not None:
+            self.unwrapped.load_state_dict(self.best.weights)
         acc.wait_for_everyone()
-        final = self.run_dir.final
         if acc.is_main_process:
-            with atomic_directory(final, replace=True) as tmp:
-                self.unwrapped.export(tmp)
-                state = {"step": self.state.step, "max_steps": self.config.max_steps, "complete": complete,
-                         "epoch": self.state.epoch, "train_seconds": round(self.state.train_seconds, 2)}
-                atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2) + "\n")
-                clean = {k: v for k, v in eval_metrics.items() if k != "step" and isinstance(v, float) and math.isfinite(v)}
-                atomic_write_text(tmp / "eval_results.json", json.dumps(clean, indent=2) + "\n")
-                if self.on_export is not None:
-                    self.on_export(tmp, clean)
+            state = {"step": self.state.step, "max_steps": self.config.max_steps, "complete": complete,
+                     "epoch": self.state.epoch, "train_seconds": round(self.state.train_seconds, 2),
+                     "items_seen": self.state.items_seen}
+            write_final(self.run_dir.final, self.unwrapped.export, state, eval_metrics, self.on_export)
         acc.wait_for_everyone()
-        return final
+        return self.run_dir.final
+
+
+def write_final(final: Path, write_artifact: Callable[[Path], None], trainer_state: dict[str, Any],
+                eval_metrics: dict[str, float], on_export: Callable[[Path, dict[str, float]], None] | None = None) -> None:
+    """Write ``final/`` atomically: the artifact, ``trainer_state.json``, ``eval_results.json``, then
+    ``on_export``'s files (card, samples), all in a temporary folder renamed into place at the end."""
+    with atomic_directory(final, replace=True) as tmp:
+        write_artifact(tmp)
+        atomic_write_text(tmp / "trainer_state.json", json.dumps(trainer_state, indent=2) + "\n")
+        clean = {k: float(v) for k, v in eval_metrics.items()
+                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
+        atomic_write_text(tmp / "eval_results.json", json.dumps(clean, indent=2) + "\n")
+        if on_export is not None:
+            on_export(tmp, clean)
 
 
 def _machines(acc: Accelerator) -> int:
-    """How many machines the run spans: CPU_PEAK_FLOPS is one machine's peak, shared by all its processes.
+    """How many machines the run spans: the measured peak is one machine's, shared by all its processes.
 
-    ``accelerate launch --cpu --num_processes 2`` on one 2-core box still has 150 GFLOP/s in total, so the
-    peak must not be multiplied by the process count. torchrun (under ``accelerate launch``) sets
-    ``LOCAL_WORLD_SIZE``; without it every process is taken to be on this machine.
+    Two CPU processes on one 2-core box still have one box's FLOP/s in total, so the peak must not be
+    multiplied by the process count. torchrun (under ``accelerate launch``) sets ``LOCAL_WORLD_SIZE``;
+    without it every process is taken to be on this machine. On GPUs every process has its own device.
     """
+    if acc.device.type != "cpu":
+        return acc.num_processes
     local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes) or acc.num_processes)
     return max(1, acc.num_processes // max(1, local))
 
@@ -423,42 +530,65 @@ def _gather_ragged(acc: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([gathered[i * width: i * width + n] for i, n in enumerate(sizes)])
 
 
-class _Window:
-    """Item-weighted running sums of train loss and metrics between two log lines."""
+class _Clock:
+    """Training wall time: what earlier sessions of the run spent plus this session's."""
 
-    def __init__(self) -> None:
+    def __init__(self, prior_seconds: float) -> None:
+        self.prior = prior_seconds
+        self.start = time.perf_counter()
+
+    def session_seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def total_seconds(self) -> float:
+        return self.prior + self.session_seconds()
+
+
+class _Window:
+    """Item-weighted running sums of train loss and metrics between two log lines, kept on the device."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.unflushed_items = torch.zeros((), dtype=torch.float64, device=device)
         self.reset()
 
     def reset(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.items: torch.Tensor | None = None
-        self.inputs = 0
+        self.items = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.inputs = torch.zeros((), dtype=torch.float64, device=self.device)
         self.grad_norms: list[torch.Tensor] = []
         self.started = time.perf_counter()
 
-    def add(self, outputs: list[StepOutput], grad_norm: torch.Tensor | float | None) -> None:
+    def add(self, outputs: list[StepOutput], grad_norm: torch.Tensor | float | None, global_items: torch.Tensor) -> None:
         for out in outputs:
-            n = torch.as_tensor(out.num_items, dtype=torch.float64, device=out.loss.device)
-            self.items = n if self.items is None else self.items + n
-            self.inputs += int(out.num_inputs if out.num_inputs is not None else out.num_items)
+            n = torch.as_tensor(out.num_items, dtype=torch.float64, device=self.device)
+            self.items += n
+            inputs = out.num_inputs if out.num_inputs is not None else out.num_items
+            self.inputs += torch.as_tensor(inputs, dtype=torch.float64, device=self.device)
             for name, value in {"loss": out.loss, **out.metrics}.items():
                 weighted = value.detach().double() * n
                 self.sums[name] = weighted if name not in self.sums else self.sums[name] + weighted
+        self.unflushed_items += global_items.double()
         if grad_norm is not None:
-            self.grad_norms.append(torch.as_tensor(grad_norm, dtype=torch.float64))
+            self.grad_norms.append(torch.as_tensor(grad_norm, dtype=torch.float64, device=self.device))
 
-    def reduce(self, acc: Accelerator) -> dict[str, float]:
-        if self.items is None:
-            return {}
+    def flush_items(self, state: TrainState, acc: Accelerator) -> None:
+        """Move the global item count of steps since the last flush into ``state.items_seen``."""
+        state.items_seen += float(self.unflushed_items.item())
+        self.unflushed_items.zero_()
+
+    def reduce(self, acc: Accelerator) -> tuple[dict[str, float], float, float, float]:
+        """``(record, global items, global inputs, seconds)`` of the window; resets it."""
         names = sorted(self.sums)
-        inputs = torch.tensor(float(self.inputs), dtype=torch.float64, device=self.items.device)
-        stacked = torch.stack([self.sums[n] for n in names] + [self.items, inputs]).to(acc.device)
-        total = acc.reduce(stacked, reduction="sum")
-        count = float(total[-2].item())
-        record = {f"train/{n}": float(total[i].item()) / max(count, 1.0) for i, n in enumerate(names)}
+        stacked = torch.stack([self.sums[n] for n in names] + [self.items, self.inputs])
+        total = acc.reduce(stacked, reduction="sum").tolist()
+        count = total[-2]
+        record = {f"train/{n}": total[i] / max(count, 1.0) for i, n in enumerate(names)}
         if self.grad_norms:
             record["train/grad_norm"] = float(torch.stack(self.grad_norms).mean().item())
-        record["_inputs"] = float(total[-1].item())
-        record["_seconds"] = time.perf_counter() - self.started
+        items = float(self.unflushed_items.item())
+        self.unflushed_items.zero_()
+        seconds = time.perf_counter() - self.started
+        inputs = total[-1]
         self.reset()
-        return record
+        return record, items, inputs, seconds

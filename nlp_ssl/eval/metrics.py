@@ -36,82 +36,9 @@ import numpy as np
 
 from nlp_ssl.errors import UserError
 
-# --- task names ---------------------------------------------------------------------------------------
-
-#: Metric families. A GLUE task uses one of them; a custom task (see ``nlp_ssl.data.glue``) names one.
-METRIC_KINDS: tuple[str, ...] = ("accuracy", "f1", "matthews_correlation", "pearson_spearman")
-
-# Every configuration name the ``evaluate`` GLUE script accepts, mapped to its metric family.
-_GLUE_METRIC_KIND: dict[str, str] = {
-    "cola": "matthews_correlation",
-    "sst2": "accuracy",
-    "mrpc": "f1",
-    "stsb": "pearson_spearman",
-    "qqp": "f1",
-    "mnli": "accuracy",
-    "mnli_matched": "accuracy",
-    "mnli_mismatched": "accuracy",
-    "qnli": "accuracy",
-    "rte": "accuracy",
-    "wnli": "accuracy",
-    "hans": "accuracy",
-}
-
-# Keys each family returns, in the order ``evaluate`` returns them.
-_KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("accuracy",),
-    "f1": ("accuracy", "f1"),
-    "matthews_correlation": ("matthews_correlation",),
-    "pearson_spearman": ("pearson", "spearmanr"),
-}
-
-# Spellings people use for the same task: the GLUE data folders (SST-2, STS-B), paper names (CoLA) and
-# the leaderboard's MNLI-m / MNLI-mm columns.
-_ALIASES: dict[str, str] = {
-    "sst": "sst2",
-    "sts": "stsb",
-    "mnlim": "mnli_matched",
-    "mnlimm": "mnli_mismatched",
-    "mnlimatched": "mnli_matched",
-    "mnlimismatched": "mnli_mismatched",
-    "qqpclean": "qqp",
-}
-
-
-def canonical_task_name(task: str) -> str | None:
-    """Return the canonical GLUE name for ``task`` (``"SST-2"`` -> ``"sst2"``), or None if unknown.
-
-    Case, hyphens, underscores and spaces are ignored, so ``CoLA``, ``sts-b``, ``MNLI-mm`` and
-    ``mnli_mismatched`` all resolve.
-    """
-    if not isinstance(task, str):
-        return None
-    squashed = "".join(ch for ch in task.strip().lower() if ch not in "-_ ")
-    for name in _GLUE_METRIC_KIND:
-        if squashed == name.replace("_", ""):
-            return name
-    return _ALIASES.get(squashed)
-
-
-def _resolve_task(task: str) -> str:
-    name = canonical_task_name(task)
-    if name is None:
-        valid = ", ".join(_GLUE_METRIC_KIND)
-        raise UserError(f"unknown GLUE task {task!r}; use one of: {valid}")
-    return name
-
-
-def metric_kind(task: str) -> str:
-    """Metric family of a GLUE task: ``accuracy``, ``f1``, ``matthews_correlation`` or ``pearson_spearman``."""
-    return _GLUE_METRIC_KIND[_resolve_task(task)]
-
-
-def metric_keys(kind: str) -> tuple[str, ...]:
-    """Keys that :func:`compute_metric` returns for a metric family."""
-    if kind not in _KIND_KEYS:
-        raise UserError(f"unknown metric {kind!r}; use one of: {', '.join(METRIC_KINDS)}")
-    return _KIND_KEYS[kind]
-
+# Re-exported: callers score a task by name through this module.
+from nlp_ssl.data.task_names import (GLUE_METRIC_KIND, KIND_KEYS, METRIC_KINDS, canonical_task_name,  # noqa: F401
+                                    metric_keys, metric_kind, resolve_task)
 
 # --- GLUE metrics -------------------------------------------------------------------------------------
 
@@ -213,8 +140,8 @@ def task_score(task: str, metrics: Mapping[str, float]) -> float:
     MRPC and QQP give ``(accuracy + f1) / 2``, STS-B ``(pearson + spearmanr) / 2``; single-metric tasks give
     that metric. Raises :class:`UserError` if a metric the task needs is missing.
     """
-    name = _resolve_task(task)
-    keys = _KIND_KEYS[_GLUE_METRIC_KIND[name]]
+    name = resolve_task(task)
+    keys = KIND_KEYS[GLUE_METRIC_KIND[name]]
     missing = [k for k in keys if k not in metrics]
     if missing:
         raise UserError(
@@ -262,7 +189,7 @@ def glue_score(per_task: Mapping[str, Mapping[str, float]], convention: str = "l
 
     canonical: dict[str, Mapping[str, float]] = {}
     for task, metrics in per_task.items():
-        name = _resolve_task(task)
+        name = resolve_task(task)
         if name == "hans":
             raise UserError("HANS is not part of the GLUE average; drop it from the dict passed to glue_score")
         if name in canonical:

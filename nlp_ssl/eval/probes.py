@@ -145,8 +145,8 @@ def load_encoder(source: str, init: str = "pretrained") -> tuple[Any, Any]:
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from nlp_ssl.pipelines.finetune_data import has_tokenizer_files
-    from nlp_ssl.pipelines.finetune_model import quiet_transformers
+    from nlp_ssl.data.task_data import has_tokenizer_files
+    from nlp_ssl.models.checkpoint import quiet_transformers
 
     if not has_tokenizer_files(source):
         raise UserError(f"{source} has no tokenizer files; save the tokenizer next to the model (tokenizer.json)")
@@ -171,7 +171,7 @@ def load_encoder(source: str, init: str = "pretrained") -> tuple[Any, Any]:
 
 
 def _max_length(model: Any, tokenizer: Any, requested: int) -> int:
-    from nlp_ssl.pipelines.finetune_model import effective_max_length
+    from nlp_ssl.models.checkpoint import effective_max_length
 
     return effective_max_length(requested, model.config, tokenizer)
 
@@ -461,7 +461,7 @@ def run_probe(source: str, task: str, *, features: str = "auto", data_dir: str |
 
 def _head(split: Split, n: int) -> Split:
     """``n`` examples of ``split`` drawn with a fixed seed (a prefix of a label-sorted file is one class)."""
-    from nlp_ssl.pipelines.finetune_data import subset_indices
+    from nlp_ssl.data.task_data import subset_indices
 
     rows = subset_indices(len(split), n)
     if split.tokens:

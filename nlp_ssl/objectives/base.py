@@ -1,8 +1,34 @@
 """The contract between an objective and the training engine.
 
 The engine never looks inside a batch: it hands each batch to :meth:`Objective.forward` and gets back a
-:class:`StepOutput`. Everything family-specific (masking, negative sampling, momentum encoders, what the
-exported artifact is) lives in the objective.
+:class:`StepOutput`. Everything family-specific (masking, views, negative sampling, momentum encoders,
+queues, what the exported artifact is) lives in the objective.
+
+Rules every objective follows (``tests/test_objective_contract.py`` checks them for every objective):
+
+1. **All randomness of a step is drawn inside** :meth:`Objective.forward` **from torch's global RNG.** The
+   engine re-seeds that RNG from (seed, step, rank) right before each step, after the step's batches were
+   fetched, so masks, views, augmentations and negatives are a function of the step alone and a resumed
+   run draws exactly what the uninterrupted run drew. Data loaders and collators draw nothing.
+2. **Evaluation never changes training state.** :meth:`Objective.evaluate_batch` runs under
+   ``torch.no_grad`` with the objective in eval mode; methods with state (a MoCo queue) only update it in
+   training mode. The engine also restores every buffer after an evaluation, so a slip cannot leak.
+3. **State the objective owns is checkpointed by the engine.** Tensors that must survive a restart (a
+   queue, its pointer, a momentum encoder) are persistent buffers or frozen submodules: they are part of the
+   objective's ``state_dict`` and so of every checkpoint. Anything else goes through
+   :meth:`Objective.extra_state` / :meth:`Objective.load_extra_state` (JSON-able values and tensors, written
+   as JSON and safetensors: checkpoints never hold pickles).
+4. **Loss weighting.** ``StepOutput.loss`` is the MEAN over ``num_items`` local loss terms. The engine
+   back-propagates ``loss * num_items`` and divides the summed gradient by the number of items of the
+   whole optimizer step (all micro-batches, all processes). So the update is the gradient of the mean
+   over every loss term of the global batch, whatever the batch layout.
+
+   Multi-view batches: ``num_items`` counts loss terms, not examples. NT-Xent over ``N`` examples with two
+   views has ``2N`` terms (each view is an anchor once), so ``num_items = 2N``. When negatives come from
+   every process (``self.dist.all_gather``, which keeps gradients), each local term already sees the
+   global batch; the gather's backward sums the gradient that other processes' terms send to this
+   process's embeddings, and the engine's global normalisation then gives exactly the gradient of the
+   single-process loss over the global batch.
 """
 
 from __future__ import annotations
@@ -15,17 +41,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from nlp_ssl.distributed import LOCAL, DistContext
+
 
 @dataclass
 class StepOutput:
     """What one forward pass returns.
 
     Attributes:
-        loss: scalar, the MEAN loss over the ``num_items`` items behind it. The engine multiplies it back by
-            ``num_items`` and divides by the number of items in the whole optimizer step (all micro-batches,
-            all processes), so the update does not depend on how items are split into batches.
+        loss: scalar, the MEAN loss over the ``num_items`` items behind it (see rule 4 above).
         metrics: detached scalars for logging, each a mean over ``num_items`` (weighted the same way).
-        num_items: tokens / pairs / images behind ``loss``.
+        num_items: loss terms behind ``loss`` (tokens, pairs, views, images); an int or a 0-d tensor (a
+            tensor avoids a device-to-host copy).
         predictions, references: optional per-example tensors (eval only) for metrics that are not means
             of per-batch values (F1, Matthews correlation); the engine gathers them from every process and
             hands them to :meth:`Objective.compute_metrics`.
@@ -36,9 +63,26 @@ class StepOutput:
     loss: torch.Tensor
     num_items: int | torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-    num_inputs: int | None = None
+    num_inputs: int | torch.Tensor | None = None
     predictions: torch.Tensor | None = None
     references: torch.Tensor | None = None
+
+
+@dataclass
+class OptimizerSetup:
+    """What :meth:`Objective.configure_optimizer` may return instead of a plain optimizer.
+
+    Attributes:
+        optimizer: the optimizer to use (None: the engine's AdamW over ``param_groups``).
+        param_groups: parameter groups for the engine's AdamW, each a dict with ``params`` and optional
+            ``lr`` / ``weight_decay`` (e.g. a separate learning rate for a projection head).
+        scheduler: an LR scheduler to use instead of the engine's ``lr_scheduler_type`` schedule; it is
+            stepped once per optimizer step.
+    """
+
+    optimizer: torch.optim.Optimizer | None = None
+    param_groups: list[dict[str, Any]] | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
 
 class Objective(nn.Module, abc.ABC):
@@ -47,11 +91,25 @@ class Objective(nn.Module, abc.ABC):
     #: what ``StepOutput.num_inputs`` counts, for the progress bar and the ``train/<unit>_per_sec`` log key
     throughput_unit: str = "items"
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: rank, world size and gradient-preserving collectives; set once by the engine before training
+        self.dist: DistContext = LOCAL
+
     @abc.abstractmethod
     def forward(self, batch: Any) -> StepOutput:
-        """Loss of one micro-batch."""
+        """Loss of one micro-batch (training mode). Draw every random number here (rule 1)."""
 
-    def on_optimizer_step(self, step: int) -> None:
+    @abc.abstractmethod
+    def export(self, output_dir: Path) -> None:
+        """Write the pretrained artifact (a ``save_pretrained`` folder, word vectors...) into ``output_dir``."""
+
+    # --- hooks with defaults ---------------------------------------------------------------------------
+    def setup_distributed(self, dist: DistContext) -> None:
+        """Called once by the engine after ``prepare``; keeps the context in ``self.dist``."""
+        self.dist = dist
+
+    def on_optimizer_step(self, step: int, max_steps: int) -> None:
         """Called after each optimizer step with the new global step (momentum updates, schedules)."""
 
     def evaluate_batch(self, batch: Any) -> StepOutput:
@@ -63,16 +121,28 @@ class Objective(nn.Module, abc.ABC):
         return {}
 
     def compute_metrics(self, predictions: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
-        """Metrics over the whole eval set from gathered ``predictions`` / ``references`` (see StepOutput)."""
+        """Metrics over the whole eval set from gathered ``predictions`` / ``references`` (see StepOutput).
+
+        A pure function of its inputs: best-model selection is the engine's (``metric_for_best_model``).
+        """
         return {}
 
-    def configure_optimizer(self, config: Any) -> torch.optim.Optimizer | None:
-        """Return an optimizer to use instead of the engine's AdamW (e.g. sparse SGD for word2vec), or None."""
+    def configure_optimizer(self, config: Any) -> torch.optim.Optimizer | OptimizerSetup | None:
+        """An optimizer, or parameter groups and / or a scheduler (:class:`OptimizerSetup`), or None for the
+        engine's AdamW with weight-decay groups over every trainable parameter."""
         return None
 
-    @abc.abstractmethod
-    def export(self, output_dir: Path) -> None:
-        """Write the pretrained artifact (a ``save_pretrained`` folder, word vectors...) into ``output_dir``."""
+    def compiled_modules(self) -> list[nn.Module]:
+        """Modules ``torch_compile: true`` compiles in place (default: ``self.model`` if there is one)."""
+        model = getattr(self, "model", None)
+        return [model] if isinstance(model, nn.Module) else []
+
+    def extra_state(self) -> dict[str, Any]:
+        """State outside the ``state_dict`` to checkpoint: JSON-able values and tensors, nested in dicts."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned (called on resume, before the first step)."""
 
     def flops_per_input(self) -> float | None:
         """Training FLOPs per input (forward + backward), for the model-FLOPs-utilisation log (None: not logged)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,8 @@ class MaskedLMObjective(Objective):
     ~15% of positions that carry a label gives the same loss as the full head at a fraction of the cost
     (the loss ignores the other positions anyway).
 
-    Batch: ``{"input_ids": [B, T], "attention_mask": [B, T]}`` (packed blocks, 0 only in final padding).
+    Batch: ``{"input_ids": [B, T], "attention_mask": [B, T], "padded": bool}`` (packed blocks, 0 only in final
+    padding; see :func:`~nlp_ssl.data.packing.collate_blocks`).
     """
 
     throughput_unit = "tokens"
@@ -43,16 +45,20 @@ class MaskedLMObjective(Objective):
         self.register_buffer("continuation_lookup", continuation, persistent=False)
         self.head_name = next((n for n in ("cls", "lm_head") if isinstance(getattr(model, n, None), nn.Module)), None)
 
+    def corrupt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BERT's corruption of ``[B, T]`` ids: ``(corrupted [B, T], selected [B, T] bool)``. Special tokens and
+        padding are never selected; whole-word masking selects every piece of a chosen word."""
+        maskable = attention_mask.bool() & ~self.special_lookup[input_ids]
+        word_start = ~self.continuation_lookup[input_ids] if self.masking.whole_word_masking else None
+        return mask_tokens(input_ids, maskable, self.mask_token_id, self.vocab_size, self.masking, word_start=word_start)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         self.seq_len = input_ids.shape[1]
-        maskable = attention_mask.bool() & ~self.special_lookup[input_ids]
-        word_start = ~self.continuation_lookup[input_ids] if self.masking.whole_word_masking else None
-        corrupted, selected = mask_tokens(input_ids, maskable, self.mask_token_id, self.vocab_size, self.masking,
-                                          word_start=word_start)
+        corrupted, selected = self.corrupt(input_ids, attention_mask)
         labels = input_ids[selected]
         # Packed blocks only contain padding in the very last block; skip the mask then (faster SDPA path).
-        mask_arg = None if bool(attention_mask.all()) else attention_mask
+        mask_arg = attention_mask if _padded(batch) else None
         if self.head_name is not None:
             # Reached through the model (not stored as submodules here) so each weight is saved once.
             hidden = self.model.base_model(input_ids=corrupted, attention_mask=mask_arg).last_hidden_state
@@ -64,11 +70,11 @@ class MaskedLMObjective(Objective):
             # Nothing selected (tiny batch): a zero loss that still touches the graph keeps DDP in step.
             zero = logits.sum() * 0.0
             return StepOutput(loss=zero, num_items=0, metrics={"accuracy": zero.detach()},
-                              num_inputs=int(attention_mask.sum()))
+                              num_inputs=attention_mask.sum())
         loss = F.cross_entropy(logits.float(), labels)
         accuracy = (logits.argmax(dim=-1) == labels).float().mean()
         return StepOutput(loss=loss, num_items=count, metrics={"accuracy": accuracy.detach()},
-                          num_inputs=int(attention_mask.sum()))
+                          num_inputs=attention_mask.sum())
 
     def eval_summary(self, totals: dict[str, float]) -> dict[str, float]:
         return {"perplexity": float(torch.exp(torch.tensor(min(totals["loss"], 50.0))))}
@@ -84,8 +90,8 @@ class MaskedLMObjective(Objective):
 class CausalLMObjective(Objective):
     """Next-token prediction (Radford et al. 2018/2019, GPT/GPT-2): cross-entropy of token t+1 given <= t.
 
-    Batch: ``{"input_ids": [B, T], "attention_mask": [B, T]}``; targets are the inputs shifted by one, and
-    positions whose target is padding carry no loss.
+    Batch: ``{"input_ids": [B, T], "attention_mask": [B, T], "padded": bool}``; targets are the inputs shifted
+    by one, and positions whose target is padding carry no loss.
     """
 
     throughput_unit = "tokens"
@@ -98,11 +104,11 @@ class CausalLMObjective(Objective):
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         self.seq_len = input_ids.shape[1]
-        mask_arg = None if bool(attention_mask.all()) else attention_mask
+        mask_arg = attention_mask if _padded(batch) else None
         logits = self.model(input_ids=input_ids, attention_mask=mask_arg).logits
         loss, count, correct = causal_lm_loss(logits, input_ids, attention_mask)
         return StepOutput(loss=loss, num_items=count, metrics={"accuracy": correct.detach()},
-                          num_inputs=int(attention_mask.sum()))
+                          num_inputs=attention_mask.sum())
 
     def eval_summary(self, totals: dict[str, float]) -> dict[str, float]:
         return {"perplexity": float(torch.exp(torch.tensor(min(totals["loss"], 50.0))))}
@@ -113,6 +119,12 @@ class CausalLMObjective(Objective):
     def export(self, output_dir: Path) -> None:
         self.model.save_pretrained(output_dir)
         self.tokenizer.save_pretrained(output_dir)
+
+
+def _padded(batch: dict[str, Any]) -> bool:
+    """Whether the batch holds padding: the collator's flag, else (a batch built by hand) the mask itself."""
+    flag = batch.get("padded")
+    return bool(batch["attention_mask"].min() == 0) if flag is None else bool(flag)
 
 
 def causal_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor

@@ -2,9 +2,9 @@
 
 Both keep what evaluation needs in :class:`StepOutput.predictions` / ``references`` so the engine can gather
 them from every process and hand the whole eval set to :meth:`compute_metrics` (F1, Matthews correlation
-and entity-level seqeval scores are not means of per-batch values). Both also select the best model on
-dev: every evaluation scores the *selection split* (the first eval split), and a :class:`BestSnapshot`
-keeps a CPU copy of the weights of the best evaluation so far, which :meth:`export` writes out.
+and entity-level seqeval scores are not means of per-batch values). The first eval split is the
+*selection split*: the engine's ``metric_for_best_model`` names one of its metrics and exports the weights
+of the best evaluation.
 
 Eval batches may hold several splits at once (MNLI matched + mismatched, validation + test): each example
 carries a ``split_id`` and metrics are reported per split.
@@ -12,19 +12,17 @@ carries a ``split_id`` and metrics are reported per split.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from nlp_ssl.data.task_data import IGNORE_INDEX
 from nlp_ssl.eval.metrics import compute_metric, seqeval_metric
 from nlp_ssl.objectives.base import Objective, StepOutput
 
-IGNORE_INDEX = -100
 
 
 # --- losses as pure functions -------------------------------------------------------------------------
@@ -47,7 +45,7 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> 
     return F.cross_entropy(logits.float(), labels.long())
 
 
-def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy over labelled tokens.
 
     Args:
@@ -56,63 +54,17 @@ def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> tup
             by default, the non-first sub-tokens of each word).
 
     Returns:
-        ``(loss, count)``: the mean over the ``count`` labelled positions (a zero that keeps the graph when
-        there are none), and ``count`` so the engine weights micro-batches by tokens, not by sentences.
+        ``(loss, count)``: the mean over the ``count`` labelled positions (zero, still attached to the graph,
+        when there are none), and ``count`` (a 0-d tensor: no device sync) so the engine weights micro-batches
+        by tokens, not by sentences.
     """
-    valid = labels != IGNORE_INDEX
-    count = int(valid.sum())
-    if count == 0:
-        return logits.sum() * 0.0, 0
-    return F.cross_entropy(logits[valid].float(), labels[valid].long()), count
+    count = (labels != IGNORE_INDEX).sum()
+    total = F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten().long(), ignore_index=IGNORE_INDEX,
+                            reduction="sum")
+    return total / count.clamp(min=1), count
 
 
-# --- best-on-dev selection ----------------------------------------------------------------------------
-
-
-class BestSnapshot:
-    """The best evaluation so far (by one metric) and a CPU copy of the weights that produced it.
-
-    Registered with ``accelerator.register_for_checkpointing`` by the fine-tuning pipeline, so a resumed run
-    still knows which earlier evaluation was best and can export its weights.
-    """
-
-    def __init__(self, metric: str, greater_is_better: bool = True) -> None:
-        self.metric = metric
-        self.greater_is_better = greater_is_better
-        self.score: float | None = None
-        self.step: int | None = None
-        self.metrics: dict[str, float] = {}
-        self.weights: dict[str, torch.Tensor] | None = None
-
-    def is_better(self, score: float) -> bool:
-        if not math.isfinite(score):
-            return self.score is None and self.weights is None  # a NaN first score still beats nothing
-        if self.score is None or not math.isfinite(self.score):
-            return True
-        # Ties keep the earlier (shorter-trained) model.
-        return score > self.score if self.greater_is_better else score < self.score
-
-    def update(self, step: int, metrics: dict[str, float], model: torch.nn.Module) -> bool:
-        """Record ``metrics`` and copy ``model``'s weights if ``metrics[self.metric]`` is the best so far."""
-        score = float(metrics[self.metric])
-        if not self.is_better(score):
-            return False
-        self.score, self.step, self.metrics = score, step, dict(metrics)
-        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        return True
-
-    def restore(self, model: torch.nn.Module) -> None:
-        """Load the best weights into ``model`` (no-op before the first evaluation)."""
-        if self.weights is not None:
-            model.load_state_dict(self.weights)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "score": self.score, "step": self.step, "metrics": self.metrics,
-                "weights": self.weights}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.score, self.step = state["score"], state["step"]
-        self.metrics, self.weights = dict(state["metrics"]), state["weights"]
+# --- evaluation splits --------------------------------------------------------------------------------
 
 
 def split_prefix(names: Sequence[str], index: int) -> str:
@@ -127,23 +79,19 @@ def split_prefix(names: Sequence[str], index: int) -> str:
 
 
 class _FineTuneObjective(Objective):
-    """What both fine-tuning objectives share: the model and tokenizer, the eval splits, best-on-dev export."""
+    """What both fine-tuning objectives share: the model and tokenizer, and the eval splits.
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eval_splits: Sequence[str],
-                 select_metric: str) -> None:
+    Best-on-dev selection is the engine's (``metric_for_best_model``): it loads the best evaluation's weights
+    back before :meth:`export`.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eval_splits: Sequence[str]) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.eval_splits = list(eval_splits)
-        self.best = BestSnapshot(select_metric)
-        self.step = 0
-
-    def on_optimizer_step(self, step: int) -> None:
-        self.step = step
 
     def export(self, output_dir: Path) -> None:
-        # Best-on-dev selection: the exported model is the best evaluation's, not the last step's.
-        self.best.restore(self.model)
         self.model.save_pretrained(output_dir)
         self.tokenizer.save_pretrained(output_dir)
 
@@ -163,12 +111,11 @@ class SequenceClassificationObjective(_FineTuneObjective):
         metric: metric family of the task (``accuracy``, ``f1``, ``matthews_correlation``,
             ``pearson_spearman``).
         eval_splits: names of the splits in the eval set, the selection split first.
-        select_metric: key of :meth:`compute_metrics`' result that picks the best evaluation.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, metric: str,
-                 eval_splits: Sequence[str], select_metric: str) -> None:
-        super().__init__(model, tokenizer, eval_splits, select_metric)
+                 eval_splits: Sequence[str]) -> None:
+        super().__init__(model, tokenizer, eval_splits)
         self.metric = metric
         self.regression = metric == "pearson_spearman"
 
@@ -181,7 +128,7 @@ class SequenceClassificationObjective(_FineTuneObjective):
         if not self.regression:
             metrics["accuracy"] = (logits.argmax(-1) == labels).float().mean().detach()
         out = StepOutput(loss=loss, num_items=labels.shape[0], metrics=metrics,
-                         num_inputs=int(batch["attention_mask"].sum()))
+                         num_inputs=batch["attention_mask"].sum())
         return out, logits
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
@@ -198,7 +145,7 @@ class SequenceClassificationObjective(_FineTuneObjective):
     def compute_metrics(self, predictions: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
         """Per-split task metrics from gathered ``predictions`` ``[N, C]`` and ``references`` ``[N, 2]``.
 
-        ``references[:, 0]`` is the gold label, ``references[:, 1]`` the split id. Updates the best snapshot.
+        ``references[:, 0]`` is the gold label, ``references[:, 1]`` the split id.
         """
         result: dict[str, float] = {}
         scores = predictions.squeeze(-1) if self.regression else predictions.argmax(-1)
@@ -211,8 +158,6 @@ class SequenceClassificationObjective(_FineTuneObjective):
             values = compute_metric(self.metric, pred.numpy(), (gold if self.regression else gold.long()).numpy())
             prefix = split_prefix(self.eval_splits, index)
             result.update({f"{prefix}{k}": v for k, v in values.items()})
-        if self.best.metric in result:
-            self.best.update(self.step, result, self.model)
         return result
 
 # --- token classification -----------------------------------------------------------------------------
@@ -231,12 +176,11 @@ class TokenClassificationObjective(_FineTuneObjective):
         tokenizer: saved next to the model on export.
         label_names: tag id -> IOB2 tag (``O``, ``B-PER``...).
         eval_splits: names of the splits in the eval set, the selection split first.
-        select_metric: key of :meth:`compute_metrics`' result that picks the best evaluation.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str],
-                 eval_splits: Sequence[str], select_metric: str) -> None:
-        super().__init__(model, tokenizer, eval_splits, select_metric)
+                 eval_splits: Sequence[str]) -> None:
+        super().__init__(model, tokenizer, eval_splits)
         self.label_names = list(label_names)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[StepOutput, torch.Tensor]:
@@ -244,11 +188,10 @@ class TokenClassificationObjective(_FineTuneObjective):
         logits = self.model(**inputs).logits  # [B, T, C]
         labels = batch["labels"]
         loss, count = token_classification_loss(logits, labels)
-        valid = labels != IGNORE_INDEX
-        correct = (logits.argmax(-1)[valid] == labels[valid]).float()
-        metrics = {"accuracy": (correct.mean() if count else loss.new_zeros(())).detach()}
+        correct = ((logits.argmax(-1) == labels) & (labels != IGNORE_INDEX)).sum()
+        metrics = {"accuracy": (correct / count.clamp(min=1)).float().detach()}
         return StepOutput(loss=loss, num_items=count, metrics=metrics,
-                          num_inputs=int(batch["attention_mask"].sum())), logits
+                          num_inputs=batch["attention_mask"].sum()), logits
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         return self._step(batch)[0]
@@ -270,7 +213,7 @@ class TokenClassificationObjective(_FineTuneObjective):
 
         ``references`` columns: gold tag id, sentence id, split id. Returns ``overall_precision``,
         ``overall_recall``, ``overall_f1``, ``overall_accuracy`` and ``<TYPE>/precision|recall|f1|number``,
-        prefixed by the split when there are several. Updates the best snapshot.
+        prefixed by the split when there are several.
         """
         result: dict[str, float] = {}
         for index, _ in enumerate(self.eval_splits):
@@ -285,8 +228,6 @@ class TokenClassificationObjective(_FineTuneObjective):
                     result.update({f"{prefix}{key}/{name}": float(v) for name, v in value.items()})
                 else:
                     result[f"{prefix}{key}"] = float(value)
-        if self.best.metric in result:
-            self.best.update(self.step, result, self.model)
         return result
 
     def _sequences(self, pred: torch.Tensor, gold: torch.Tensor, sentence: torch.Tensor

@@ -35,22 +35,25 @@ from typing import Any, Literal
 
 import yaml
 from accelerate import PartialState
-from accelerate.utils import set_seed
 
 from nlp_ssl.config import TrainingConfig, dump_yaml, to_dict
 from nlp_ssl.data.glue import GlueTask, get_glue_task, load_glue_task, task_from_dict
 from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
-from nlp_ssl.engine.run_dir import RESUMABLE_KEYS, RunDirectory
-from nlp_ssl.engine.trainer import Trainer, make_accelerator
+from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome
+from nlp_ssl.engine.run import run as run_engine
+from nlp_ssl.engine.run_dir import RESUMABLE_KEYS
+from nlp_ssl.engine.trainer import make_accelerator
 from nlp_ssl.errors import UserError
 from nlp_ssl.eval.glue_report import (GLUE_DISPLAY_NAMES, median_over_seeds, pick_run, suite_markdown, suite_summary,
                                       task_markdown, to_json)
 from nlp_ssl.eval.metrics import GLUE_SCORE_TASKS
+from nlp_ssl.objectives.base import Objective
 from nlp_ssl.objectives.supervised import (SequenceClassificationObjective, TokenClassificationObjective,
                                            split_prefix)
 from nlp_ssl.pipelines.finetune_card import FinetuneCardInfo, write_finetune_card
-from nlp_ssl.pipelines.finetune_data import PadCollator, PreparedData, prepare_sequence_data, prepare_token_data
-from nlp_ssl.pipelines.finetune_model import (TaskSpec, build_model, effective_max_length, load_checked_tokenizer,
+from nlp_ssl.registry import register
+from nlp_ssl.data.task_data import PadCollator, PreparedData, prepare_sequence_data, prepare_token_data
+from nlp_ssl.models.checkpoint import (TaskSpec, build_model, effective_max_length, load_checked_tokenizer,
                                              load_model_config)
 
 # Which metric key picks the best evaluation, per metric family: the BERT paper's one number per task.
@@ -263,20 +266,6 @@ def prepare_root(root: Path, config: dict[str, Any], overwrite: bool, finished_m
     atomic_write_text(root / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
 
-def _finished_seed(run_dir: RunDirectory) -> dict[str, Any] | None:
-    """The saved result of a seed run that completed with this exact config, else None."""
-    result = run_dir.final / "finetune_result.json"
-    state = run_dir.final / "trainer_state.json"
-    if not (result.is_file() and state.is_file() and run_dir.config_file.is_file()):
-        return None
-    if not _same_config(run_dir.config_file, run_dir.config, set()):
-        return None
-    trainer_state = json.loads(state.read_text())
-    if not trainer_state.get("complete") or trainer_state.get("step", 0) < run_dir.config.get("max_steps", 0):
-        return None
-    return json.loads(result.read_text())
-
-
 def nest_metrics(flat: dict[str, float], splits: list[str]) -> dict[str, dict[str, float]]:
     """``{"matched/accuracy": x}`` (objective keys) -> ``{"validation_matched": {"accuracy": x}}``."""
     out: dict[str, dict[str, float]] = {s: {} for s in splits}
@@ -348,57 +337,72 @@ def _card_info(run: _Run, cfg: FinetuneConfig, name: str, metrics: dict[str, dic
         tags=[spec.name, "ner" if spec.kind == "token" else "text-classification"])
 
 
+class _SeedPipeline(Pipeline[FinetuneConfig]):
+    """One seed of a task: the engine fine-tunes, selects the best evaluation and exports it with a card."""
+
+    end_process_group = False  # the next seed (or task) trains in this same process; the recipe ends it
+
+    def __init__(self, run: _Run, seed: int) -> None:
+        self.run = run
+        self.seed = seed
+        self.note = ""
+
+    def build_data(self, ctx: RunContext[FinetuneConfig]) -> RunData:
+        collator = PadCollator(self.run.tokenizer.pad_token_id, regression=self.run.spec.label_names is None)
+        return RunData(self.run.data.train, self.run.data.eval, collator)
+
+    def build_objective(self, ctx: RunContext[FinetuneConfig], data: RunData) -> Objective:
+        run = self.run
+        model, self.note = build_model(ctx.config.model, run.model_config, run.spec, ctx.config.init)
+        if run.spec.kind == "sequence":
+            return SequenceClassificationObjective(model, run.tokenizer, run.spec.metric, run.data.eval_splits)
+        return TokenClassificationObjective(model, run.tokenizer, run.spec.label_names or [], run.data.eval_splits)
+
+    def describe_objective(self, objective: Objective) -> str:
+        params = sum(p.numel() for p in objective.parameters())
+        return f"seed {self.seed}: {type(objective.model).__name__}, {params / 1e6:.2f}M parameters; {self.note}"
+
+    def on_export(self, ctx: RunContext[FinetuneConfig], folder: Path, metrics: dict[str, float]) -> dict[str, float]:
+        run, cfg = self.run, ctx.config
+        flat = {k[len("eval/"):]: v for k, v in metrics.items() if k.startswith("eval/")}
+        step = int(metrics["selected_step"]) if "selected_step" in metrics else None
+        nested = nest_metrics(flat, run.data.eval_splits)
+        result = {"task": run.spec.name, "seed": cfg.seed, "selected_step": step,
+                  "select_metric": _select_key(run), "metrics": nested}
+        atomic_write_text(folder / "finetune_result.json", to_json(result))
+        write_finetune_card(folder, _card_info(run, cfg, _model_name(cfg.model, run.spec.name), nested, step, folder))
+        return metrics
+
+    def outcome_extra(self, ctx: RunContext[FinetuneConfig], final_dir: Path) -> dict[str, Any]:
+        path = final_dir / "finetune_result.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def summary(self, ctx: RunContext[FinetuneConfig], outcome: RunOutcome) -> str:
+        key = _select_key(self.run)
+        score = outcome.eval_metrics.get(f"eval/{key}", math.nan)
+        earlier = " (finished earlier)" if outcome.finished_earlier else ""
+        return f"seed {ctx.config.seed}: best {key} {score:.4f} at step {outcome.extra.get('selected_step')}{earlier}"
+
+
 def _run_seed(run: _Run, seed: int, root: Path) -> SeedOutcome:
-    state = PartialState()
     cfg = copy.deepcopy(run.cfg)
     cfg.seed, cfg.seeds, cfg.output_dir = seed, [], str(root / f"seed_{seed}")
-    run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), overwrite=False)
-    done = _finished_seed(run_dir)
-    if done is not None:
-        state.print(f"seed {seed}: finished earlier, reusing {run_dir.final}")
-        return SeedOutcome(seed, done["metrics"], done.get("selected_step"), run_dir.final)
-    resume_from = run_dir.check()
-    accelerator = make_accelerator(cfg, run_dir.root)
-    if accelerator.is_main_process:
-        run_dir.prepare(RunDirectory.step_of(resume_from) if resume_from else None)
-    accelerator.wait_for_everyone()
+    cfg.overwrite_output_dir = False  # the task folder was already checked; a seed folder is only ever resumed
+    cfg.metric_for_best_model, cfg.greater_is_better = f"eval/{_select_key(run)}", True
+    outcome = run_engine(_SeedPipeline(run, seed), cfg)
+    state = PartialState()
+    checkpoints = Path(cfg.output_dir) / "checkpoints"
+    if state.is_main_process and not outcome.stopped_by_time and not cfg.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    state.wait_for_everyone()
+    result = _read_result(outcome.final_dir)
+    return SeedOutcome(seed, result.get("metrics", {}), result.get("selected_step"), outcome.final_dir,
+                       outcome.stopped_by_time)
 
-    set_seed(seed)  # the new head's initial weights depend on the seed only
-    model, note = build_model(cfg.model, run.model_config, run.spec, cfg.init)
-    n_params = sum(p.numel() for p in model.parameters())
-    accelerator.print(f"seed {seed}: {type(model).__name__}, {n_params / 1e6:.2f}M parameters; {note}")
-    select = _select_key(run)
-    if run.spec.kind == "sequence":
-        objective = SequenceClassificationObjective(model, run.tokenizer, run.spec.metric, run.data.eval_splits, select)
-    else:
-        objective = TokenClassificationObjective(model, run.tokenizer, run.spec.label_names or [],
-                                                 run.data.eval_splits, select)
 
-    def on_export(folder: Path, engine_metrics: dict[str, float]) -> None:
-        best = objective.best
-        flat = best.metrics or {k[len("eval/"):]: v for k, v in engine_metrics.items() if k.startswith("eval/")}
-        metrics = nest_metrics(flat, run.data.eval_splits)
-        result = {"task": run.spec.name, "seed": seed, "selected_step": best.step, "select_metric": select,
-                  "metrics": metrics}
-        atomic_write_text(folder / "finetune_result.json", to_json(result))
-        # The engine wrote the last evaluation; the exported weights are the selected evaluation's.
-        atomic_write_text(folder / "eval_results.json",
-                          to_json({**{f"eval/{k}": v for k, v in flat.items()}, "selected_step": best.step}))
-        write_finetune_card(folder, _card_info(run, cfg, _model_name(cfg.model, run.spec.name),
-                                               metrics, best.step, folder))
-
-    collator = PadCollator(run.tokenizer.pad_token_id, regression=run.spec.label_names is None)
-    trainer = Trainer(cfg, objective, run.data.train, run_dir=run_dir, accelerator=accelerator,
-                      eval_dataset=run.data.eval, collate_fn=collator, full_config=to_dict(cfg), on_export=on_export)
-    # Registered after the trainer's own state, so a resumed run also knows the best evaluation so far.
-    accelerator.register_for_checkpointing(objective.best)
-    # Keep the process group: the next seed (or task) trains in this same process; the recipe ends it.
-    result = trainer.train(resume_from=resume_from, end_process_group=False)
-    if accelerator.is_main_process and not result.stopped_by_time and not cfg.keep_checkpoints:
-        shutil.rmtree(run_dir.checkpoints, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    metrics = nest_metrics(objective.best.metrics, run.data.eval_splits)
-    return SeedOutcome(seed, metrics, objective.best.step, result.final_dir, result.stopped_by_time)
+def _read_result(final_dir: Path) -> dict[str, Any]:
+    path = final_dir / "finetune_result.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 # --- one task over its seeds --------------------------------------------------------------------------
@@ -609,3 +613,33 @@ def format_outcomes(outcomes: list[TaskOutcome]) -> str:
 
 __all__ = ["FinetuneConfig", "GlueFinetuneConfig", "NerFinetuneConfig", "TaskOutcome", "derive_schedule", "end_processes",
            "format_outcomes", "load_checked_tokenizer", "nest_metrics", "prepare_root", "run_glue", "run_ner"]
+
+
+def glue_recipe(cfg: GlueFinetuneConfig) -> list[TaskOutcome]:
+    """``recipes/finetune_glue.py``: fine-tune, print the dev scores (and the suite table), end the processes."""
+    try:
+        outcomes = run_glue(cfg)
+        if PartialState().is_main_process:
+            print(format_outcomes(outcomes))
+            if cfg.task == SUITE_TASK and all(o.complete for o in outcomes):
+                print((Path(cfg.output_dir) / "glue_results.md").read_text(encoding="utf-8"))
+        return outcomes
+    finally:
+        end_processes()
+
+
+def ner_recipe(cfg: NerFinetuneConfig) -> TaskOutcome:
+    """``recipes/finetune_ner.py``: fine-tune, print the entity scores, end the processes."""
+    try:
+        outcome = run_ner(cfg)
+        if PartialState().is_main_process:
+            print(format_outcomes([outcome]))
+        return outcome
+    finally:
+        end_processes()
+
+
+register("finetune_glue", "fine-tune a checkpoint on GLUE tasks (or BBC News topics, or a custom task)",
+         GlueFinetuneConfig, glue_recipe, config_folder="glue")
+register("finetune_ner", "fine-tune a checkpoint for NER (CoNLL / IOB2, WNUT-2016)", NerFinetuneConfig, ner_recipe,
+         config_folder="ner")

@@ -1,28 +1,26 @@
-"""Pretrain a BERT-style masked LM or a GPT-style causal LM: the flow both LM recipes run."""
+"""Pretrain a BERT-style masked LM (``mlm``) or a GPT-style causal LM (``clm``) on the runner."""
 
 from __future__ import annotations
 
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from accelerate.utils import set_seed
 
-from nlp_ssl.config import TrainingConfig, dump_yaml, to_dict
+from nlp_ssl.config import TrainingConfig, dump_yaml
 from nlp_ssl.data.corpus import CorpusConfig, load_corpus
 from nlp_ssl.data.lm_data import build_lm_datasets, prepare_tokenizer
 from nlp_ssl.data.packing import collate_blocks
 from nlp_ssl.data.tokenizer import TokenizerConfig
-from nlp_ssl.engine.run_dir import RunDirectory
-from nlp_ssl.engine.trainer import TrainResult, Trainer, make_accelerator
+from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome, run
 from nlp_ssl.errors import UserError
-from nlp_ssl.hub.model_card import CardInfo, write_model_card
+from nlp_ssl.hub.model_card import CardInfo
 from nlp_ssl.models.transformer_lm import TransformerConfig, build_lm
+from nlp_ssl.objectives.base import Objective
 from nlp_ssl.objectives.lm import CausalLMObjective, MaskedLMObjective
 from nlp_ssl.objectives.masking import MaskingConfig
+from nlp_ssl.registry import register
 
 
 @dataclass
@@ -56,69 +54,71 @@ class CausalLMConfig(LanguageModelConfig):
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
-@dataclass
-class LMRunSummary:
-    result: TrainResult
-    tokens_per_epoch: int
-    is_main_process: bool
-    sample: str | None = None
+class LanguageModelPipeline(Pipeline[LanguageModelConfig]):
+    """Corpus -> tokenizer -> packed blocks -> masked or causal LM objective -> ``save_pretrained`` export."""
 
+    def __init__(self, kind: Literal["masked", "causal"]) -> None:
+        self.kind = kind
+        self.causal = kind == "causal"
 
-def pretrain_language_model(cfg: MaskedLMConfig | CausalLMConfig, kind: Literal["masked", "causal"]) -> LMRunSummary:
-    """Load data, build tokenizer and model, train with the engine, export ``final/`` with a model card."""
-    causal = kind == "causal"
-    run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), cfg.overwrite_output_dir)
-    resume_from = run_dir.check()
-    # Every input check happens before the first byte is written to output_dir.
-    corpus = load_corpus(cfg.data)
-    if cfg.tokenizer.name_or_path and cfg.model.init_from and cfg.tokenizer.name_or_path != cfg.model.init_from:
-        from nlp_ssl.data.tokenizer import load_tokenizer
-        from nlp_ssl.models.transformer_lm import check_tokenizer_matches
+    def prepare_inputs(self, cfg: LanguageModelConfig) -> Any:
+        corpus = load_corpus(cfg.data)
+        if cfg.tokenizer.name_or_path and cfg.model.init_from and cfg.tokenizer.name_or_path != cfg.model.init_from:
+            from nlp_ssl.data.tokenizer import load_tokenizer
+            from nlp_ssl.models.transformer_lm import check_tokenizer_matches
 
-        check_tokenizer_matches(cfg.model.init_from, load_tokenizer(cfg.tokenizer.name_or_path))
+            check_tokenizer_matches(cfg.model.init_from, load_tokenizer(cfg.tokenizer.name_or_path))
+        return corpus
 
-    accelerator = make_accelerator(cfg, run_dir.root)
-    set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        run_dir.prepare(RunDirectory.step_of(resume_from) if resume_from else None)
-    accelerator.wait_for_everyone()
+    def build_data(self, ctx: RunContext[LanguageModelConfig]) -> RunData:
+        cfg, acc = ctx.config, ctx.accelerator
+        tokenizer = prepare_tokenizer(cfg.tokenizer, "bpe" if self.causal else "wordpiece", ctx.inputs,
+                                      ctx.run_dir.root / "tokenizer", acc, model_init_from=cfg.model.init_from)
+        train, held_out = build_lm_datasets(ctx.inputs, tokenizer, cfg.data, self.causal, acc, cfg.seed)
+        tokens = getattr(train, "num_tokens", 0)
+        blocks = len(train) if hasattr(train, "__len__") else "?"
+        return RunData(train, held_out, collate_blocks, extra={"tokenizer": tokenizer},
+                       description=f"data: {cfg.data.corpus}: {tokens:,} train tokens in {blocks} blocks of "
+                                   f"{cfg.data.block_size}; vocab {len(tokenizer):,}")
 
-    tokenizer = prepare_tokenizer(cfg.tokenizer, "bpe" if causal else "wordpiece", corpus, run_dir, accelerator,
-                                  model_init_from=cfg.model.init_from)
-    train, held_out = build_lm_datasets(corpus, tokenizer, cfg.data, causal, accelerator, cfg.seed)
-    tokens = getattr(train, "num_tokens", 0)
-    accelerator.print(f"data: {cfg.data.corpus}: {tokens:,} train tokens in {len(train) if hasattr(train, '__len__') else '?'} "
-                      f"blocks of {cfg.data.block_size}; vocab {len(tokenizer):,}")
+    def build_objective(self, ctx: RunContext[LanguageModelConfig], data: RunData) -> Objective:
+        cfg, tokenizer = ctx.config, data.extra["tokenizer"]
+        model = build_lm(self.kind, cfg.model, tokenizer, cfg.data.block_size)
+        if self.causal:
+            return CausalLMObjective(model, tokenizer)
+        return MaskedLMObjective(model, tokenizer, cfg.mlm)  # type: ignore[attr-defined]
 
-    set_seed(cfg.seed)  # the model's initial weights depend only on the seed, not on data loading
-    model = build_lm(kind, cfg.model, tokenizer, cfg.data.block_size)
-    objective = CausalLMObjective(model, tokenizer) if causal else MaskedLMObjective(model, tokenizer, cfg.mlm)
-    n_params = sum(p.numel() for p in model.parameters())
-    accelerator.print(f"model: {type(model).__name__}, {n_params / 1e6:.2f}M parameters")
+    def on_export(self, ctx: RunContext[LanguageModelConfig], folder: Path, metrics: dict[str, float]) -> dict[str, float]:
+        if self.causal:
+            objective = ctx.trainer.unwrapped  # type: ignore[union-attr]
+            text = generate_sample(objective.model, objective.tokenizer, ctx.config.generation)  # type: ignore[attr-defined]
+            (folder / "sample.txt").write_text(text + "\n", encoding="utf-8")
+        return metrics
 
-    sample: dict[str, str] = {}
+    def card(self, ctx: RunContext[LanguageModelConfig], folder: Path, metrics: dict[str, float]) -> CardInfo:
+        cfg = ctx.config
+        if self.causal:
+            objective = "causal language modelling (next-token prediction)"
+        else:
+            m = cfg.mlm  # type: ignore[attr-defined]
+            objective = (f"masked language modelling ({m.mlm_probability:.0%} of tokens, {m.mask_replace_prob:.0%}/"
+                         f"{m.random_replace_prob:.0%}/{1 - m.mask_replace_prob - m.random_replace_prob:.0%} "
+                         "mask/random/keep)")
+        return CardInfo(
+            model_name=ctx.run_dir.root.name, objective=objective,
+            task_type="text-generation" if self.causal else "fill-mask",
+            dataset_name=cfg.data.corpus, dataset_type=cfg.data.corpus, steps=ctx.trainer.state.step,  # type: ignore[union-attr]
+            command=ctx.command, config_yaml=dump_yaml(cfg), usage=_usage(self.causal, ctx.run_dir.final),
+            metrics=metrics, tags=["causal-lm" if self.causal else "masked-lm"],
+            description=f"A {'GPT-2' if self.causal else 'BERT'}-style model pretrained from scratch on {cfg.data.corpus}.",
+        )
 
-    def on_export(folder: Path, metrics: dict[str, float]) -> None:
-        if causal:
-            sample["text"] = generate_sample(model, tokenizer, cfg.generation)  # type: ignore[union-attr]
-            (folder / "sample.txt").write_text(sample["text"] + "\n", encoding="utf-8")
-        write_model_card(folder, CardInfo(
-            model_name=run_dir.root.name,
-            objective="causal language modelling (next-token prediction)" if causal else
-            f"masked language modelling ({cfg.mlm.mlm_probability:.0%} of tokens, "  # type: ignore[union-attr]
-            f"{cfg.mlm.mask_replace_prob:.0%}/{cfg.mlm.random_replace_prob:.0%}/"  # type: ignore[union-attr]
-            f"{1 - cfg.mlm.mask_replace_prob - cfg.mlm.random_replace_prob:.0%} mask/random/keep)",  # type: ignore[union-attr]
-            task_type="text-generation" if causal else "fill-mask",
-            dataset_name=cfg.data.corpus, dataset_type=cfg.data.corpus, steps=trainer.state.step,
-            command=" ".join(shlex.quote(a) for a in sys.argv), config_yaml=dump_yaml(cfg),
-            usage=_usage(causal, run_dir.final), metrics=metrics, tags=["causal-lm" if causal else "masked-lm"],
-            description=f"A {'GPT-2' if causal else 'BERT'}-style model pretrained from scratch on {cfg.data.corpus}.",
-        ))
+    def outcome_extra(self, ctx: RunContext[LanguageModelConfig], final_dir: Path) -> dict[str, Any]:
+        sample = final_dir / "sample.txt"
+        return {"sample": sample.read_text(encoding="utf-8").rstrip("\n")} if sample.is_file() else {}
 
-    trainer = Trainer(cfg, objective, train, run_dir=run_dir, accelerator=accelerator, eval_dataset=held_out,
-                      collate_fn=collate_blocks, full_config=to_dict(cfg), on_export=on_export)
-    result = trainer.train(resume_from=resume_from)
-    return LMRunSummary(result, tokens, accelerator.is_main_process, sample.get("text"))
+    def summary(self, ctx: RunContext[LanguageModelConfig], outcome: RunOutcome) -> str:
+        return format_summary(outcome, self.kind)
 
 
 @torch.no_grad()
@@ -147,19 +147,25 @@ def _usage(causal: bool, folder: Path) -> str:
             "print(fill('the stock market [MASK] sharply .'))")
 
 
-def format_summary(summary: LMRunSummary, kind: Literal["masked", "causal"]) -> str:
+def format_summary(outcome: RunOutcome, kind: Literal["masked", "causal"]) -> str:
     """The lines the recipe prints at the end: held-out metrics and where the model is."""
-    metrics = summary.result.eval_metrics
+    metrics = outcome.eval_metrics
     rows = [("held-out loss", metrics.get("eval/loss")), ("perplexity", metrics.get("eval/perplexity")),
             ("masked-token accuracy" if kind == "masked" else "next-token accuracy", metrics.get("eval/accuracy"))]
     width = max(len(name) for name, _ in rows)
-    lines = [f"Evaluation after {summary.result.step} steps ({int(metrics.get('eval/items', 0)):,} held-out "
+    lines = [f"Evaluation after {outcome.step} steps ({int(metrics.get('eval/items', 0)):,} held-out "
              f"{'masked ' if kind == 'masked' else ''}tokens):"]
     lines += [f"  {name:<{width}}  {value:.4f}" for name, value in rows if value is not None]
-    if summary.sample is not None:
-        lines.append(f"Sample: {summary.sample!r}")
-    state = "" if not summary.result.stopped_by_time else " (stopped by max_time_minutes; rerun to continue)"
-    lines.append(f"Exported model: {summary.result.final_dir.resolve()}{state}")
+    if outcome.extra.get("sample") is not None:
+        lines.append(f"Sample: {outcome.extra['sample']!r}")
+    state = "" if not outcome.stopped_by_time else " (stopped by max_time_minutes; rerun to continue)"
+    lines.append(f"Exported model: {outcome.final_dir.resolve()}{state}")
     auto = "AutoModelForCausalLM" if kind == "causal" else "AutoModelForMaskedLM"
-    lines.append(f"  load it with transformers.{auto}.from_pretrained('{summary.result.final_dir}')")
+    lines.append(f"  load it with transformers.{auto}.from_pretrained('{outcome.final_dir}')")
     return "\n".join(lines)
+
+
+register("mlm", "BERT-style masked-LM pretraining (80/10/10 masking)", MaskedLMConfig,
+         lambda cfg: run(LanguageModelPipeline("masked"), cfg))
+register("clm", "GPT-style causal-LM pretraining", CausalLMConfig,
+         lambda cfg: run(LanguageModelPipeline("causal"), cfg))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,9 +20,8 @@ from typing import Any, Iterator, Literal
 import datasets
 import numpy as np
 import torch
-from accelerate.utils import set_seed
 
-from nlp_ssl.config import TrainingConfig, dump_yaml, to_dict
+from nlp_ssl.config import TrainingConfig, dump_yaml
 from nlp_ssl.data.corpus import CorpusConfig, load_corpus
 from nlp_ssl.data.word2vec_data import (
     ChunkDataset,
@@ -34,13 +31,14 @@ from nlp_ssl.data.word2vec_data import (
     collate_chunks,
     encode_corpus,
 )
-from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
-from nlp_ssl.engine.run_dir import RunDirectory
-from nlp_ssl.engine.trainer import Trainer, make_accelerator
+from nlp_ssl.engine.atomic import atomic_write_text
+from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome, finish_export, run
+from nlp_ssl.engine.trainer import TrainResult, write_final
 from nlp_ssl.errors import UserError
-from nlp_ssl.hub.model_card import CardInfo, write_model_card
+from nlp_ssl.hub.model_card import CardInfo
 from nlp_ssl.models.word_vectors import WordVectors, export_word_vectors, keyed_vectors
 from nlp_ssl.objectives.word2vec import Word2VecObjective, Word2VecObjectiveConfig
+from nlp_ssl.registry import register
 
 
 @dataclass
@@ -173,15 +171,148 @@ class Word2VecRunSummary:
 # --------------------------------------------------------------------------------------------- the flow
 
 
+@dataclass
+class Word2VecInputs:
+    """The corpus as the vocabulary's ids, read before the run folder is touched."""
+
+    vocab: Vocabulary
+    encoded: Any  # nlp_ssl.data.word2vec_data.EncodedCorpus
+    dataset: ChunkDataset | None  # torch backend only
+
+
+class Word2VecPipeline(Pipeline[Word2VecConfig]):
+    """Corpus -> vocabulary -> id stream -> skip-gram / CBOW (engine or gensim) -> vectors + intrinsic eval."""
+
+    def prepare_inputs(self, cfg: Word2VecConfig) -> Word2VecInputs:
+        corpus = load_corpus(cfg.data)
+        train = corpus["train"]
+        vocab = build_vocabulary(_texts(train), cfg.vocab, source=f"corpus {cfg.data.corpus}")
+        encoded = encode_corpus(_texts(train), vocab, cfg.vocab)
+        if cfg.word2vec.backend == "gensim":
+            # For gensim a "step" is an epoch: what trainer_state.json and reruns count.
+            cfg.max_steps = int(cfg.num_train_epochs)  # type: ignore[arg-type]  (validated: an integer)
+            return Word2VecInputs(vocab, encoded, None)
+        # Every process takes its own batches, so an epoch is a multiple of the global batch. The launcher's
+        # WORLD_SIZE is read here because max_steps must be known before the run folder is checked.
+        world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+        dataset = ChunkDataset(encoded, cfg.word2vec.words_per_chunk, cfg.per_device_train_batch_size * world)
+        if cfg.num_train_epochs is not None:
+            # Derived before the run folder is checked, so config.yaml records the steps the run takes.
+            cfg.max_steps = max(1, math.ceil(cfg.num_train_epochs * dataset.steps_per_epoch))
+        return Word2VecInputs(vocab, encoded, dataset)
+
+    def build_data(self, ctx: RunContext[Word2VecConfig]) -> RunData:
+        cfg, inputs = ctx.config, ctx.inputs
+        words = (f"data: {cfg.data.corpus}: {inputs.encoded.raw_words:,} words ({len(inputs.encoded):,} in "
+                 f"vocabulary), vocabulary {len(inputs.vocab):,}")
+        if inputs.dataset is None:
+            workers = cfg.word2vec.workers or os.cpu_count() or 1
+            return RunData(None, description=f"{words}; gensim {cfg.word2vec.architecture}, {workers} workers, "
+                                             f"{cfg.max_steps} epochs")
+        return RunData(inputs.dataset, None, collate_chunks,
+                       description=f"{words}; {inputs.dataset.steps_per_epoch} steps of "
+                                   f"{cfg.per_device_train_batch_size} x {inputs.dataset.chunk_len} words per epoch, "
+                                   f"{cfg.max_steps} steps")
+
+    def build_objective(self, ctx: RunContext[Word2VecConfig], data: RunData) -> Word2VecObjective:
+        w2v, vocab = ctx.config.word2vec, ctx.inputs.vocab
+        vectors = WordVectors(len(vocab), w2v.vector_size)
+        # DDP's gradient buckets cannot hold sparse tensors (and NCCL cannot all-reduce them): dense when distributed.
+        distributed = ctx.accelerator.num_processes > 1
+        if w2v.sparse_gradients and distributed:
+            raise UserError("word2vec.sparse_gradients=true does not work with several processes (DDP all-reduces "
+                            "dense gradients); leave it null")
+        sparse = w2v.sparse_gradients if w2v.sparse_gradients is not None else (
+            ctx.accelerator.device.type == "cpu" and not distributed)
+        # The objective's settings are the section's keys of the same name, with sparse_gradients resolved.
+        objective_cfg = Word2VecObjectiveConfig(**{
+            f.name: getattr(w2v, f.name) for f in fields(Word2VecObjectiveConfig) if f.name != "sparse_gradients"},
+            sparse_gradients=sparse)
+
+        def export_vectors(model: WordVectors, folder: Path) -> None:
+            export_word_vectors(keyed_vectors(vocab.words, model.input, vocab.counts), vocab, folder)
+
+        return Word2VecObjective(vectors, vocab.counts, objective_cfg, export_fn=export_vectors)
+
+    def describe_objective(self, objective: Word2VecObjective) -> str:  # type: ignore[override]
+        rows, dim = objective.vectors.input.shape
+        return f"model: {objective.cfg.architecture} word vectors, {rows:,} x {dim}"
+
+    def train(self, ctx: RunContext[Word2VecConfig], data: RunData) -> TrainResult:
+        if ctx.config.word2vec.backend == "gensim":
+            return _train_gensim(self, ctx)
+        return super().train(ctx, data)
+
+    def on_export(self, ctx: RunContext[Word2VecConfig], folder: Path, metrics: dict[str, float]) -> dict[str, float]:
+        """Intrinsic evaluation of the exported vectors (``intrinsic.json``, plots); its headline numbers
+        become the run's evaluation results."""
+        cfg = ctx.config
+        if not cfg.evaluation.enabled:
+            return {}
+        from gensim.models import KeyedVectors
+
+        from nlp_ssl.eval.intrinsic import run_intrinsic
+
+        kv = KeyedVectors.load(str(folder / "vectors.kv"))
+        intrinsic = run_intrinsic(kv, similarity_files=cfg.evaluation.similarity_files,
+                                  analogy_files=cfg.evaluation.analogy_files, neighbours=cfg.evaluation.neighbours,
+                                  restrict_vocab=cfg.evaluation.restrict_vocab)
+        intrinsic["source"] = "final"
+        if cfg.evaluation.plots:
+            from nlp_ssl.eval.intrinsic_cli import write_plots
+
+            intrinsic["plots"] = [{k: (Path(v).relative_to(folder).as_posix() if k == "path" else v)
+                                   for k, v in item.items()} for item in write_plots(kv, intrinsic, folder / "plots")]
+        atomic_write_text(folder / "intrinsic.json", json.dumps(intrinsic, indent=2, default=_json_default) + "\n")
+        return flat_metrics(intrinsic)
+
+    def card(self, ctx: RunContext[Word2VecConfig], folder: Path, metrics: dict[str, float]) -> CardInfo:
+        cfg, vocab = ctx.config, ctx.inputs.vocab
+        w2v = cfg.word2vec
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        epochs = _epochs(ctx.inputs, state["step"])
+        name = "skip-gram" if w2v.architecture == "skipgram" else "CBOW"
+        return CardInfo(
+            model_name=Path(cfg.output_dir).name,
+            objective=(f"word2vec {name} with negative sampling ({w2v.negative} negatives, window {w2v.window}, "
+                       f"subsampling {w2v.sample:g}), {w2v.backend} backend"),
+            task_type="feature-extraction", dataset_name=cfg.data.corpus, dataset_type=cfg.data.corpus,
+            steps=state["step"], command=ctx.command, config_yaml=dump_yaml(cfg),
+            usage=("from gensim.models import KeyedVectors\n\n"
+                   "vectors = KeyedVectors.load('vectors.kv')  # or load_word2vec_format('vectors.bin', binary=True)\n"
+                   "print(vectors.most_similar('king', topn=5))"),
+            metrics=metrics, tags=["word2vec", "word-embeddings", w2v.architecture], dataset_split="train",
+            description=(f"{w2v.vector_size}-dimensional word2vec {name} vectors for {len(vocab):,} words, trained "
+                         f"from scratch on {cfg.data.corpus} for {epochs:.2f} epochs. Evaluation: WordSim353 / "
+                         "SimLex-999 Spearman and Google analogy accuracy (3CosAdd, over covered questions; "
+                         "coverage alongside)."),
+        )
+
+    def outcome_extra(self, ctx: RunContext[Word2VecConfig], final_dir: Path) -> dict[str, Any]:
+        path = final_dir / "intrinsic.json"
+        return {"intrinsic": json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None}
+
+    def summary(self, ctx: RunContext[Word2VecConfig], outcome: RunOutcome) -> str:
+        return format_summary(to_summary(ctx.config, ctx.inputs, outcome))
+
+
+def _epochs(inputs: Word2VecInputs, step: int) -> float:
+    return float(step) if inputs.dataset is None else step / inputs.dataset.steps_per_epoch
+
+
+def to_summary(cfg: Word2VecConfig, inputs: Word2VecInputs, outcome: RunOutcome) -> Word2VecRunSummary:
+    raw = inputs.encoded.raw_words
+    epochs = _epochs(inputs, outcome.step)
+    seconds = outcome.train_seconds
+    return Word2VecRunSummary(cfg.word2vec.backend, outcome.final_dir, outcome.step, epochs, raw, seconds,
+                              raw * epochs / seconds if seconds > 0 else 0.0, outcome.extra.get("intrinsic"),
+                              outcome.stopped_by_time, outcome.is_main_process)
+
+
 def train_word2vec(cfg: Word2VecConfig) -> Word2VecRunSummary:
-    """Load the corpus, build the vocabulary, train with the chosen backend and export ``final/``."""
-    corpus = load_corpus(cfg.data)
-    train = corpus["train"]
-    vocab = build_vocabulary(_texts(train), cfg.vocab, source=f"corpus {cfg.data.corpus}")
-    encoded = encode_corpus(_texts(train), vocab, cfg.vocab)
-    if cfg.word2vec.backend == "gensim":
-        return _train_gensim(cfg, vocab, encoded)
-    return _train_torch(cfg, vocab, encoded)
+    """Run the word2vec recipe on ``cfg`` (prints its report) and return the run's summary."""
+    outcome = run(Word2VecPipeline(), cfg)
+    return to_summary(cfg, outcome.inputs, outcome)
 
 
 def _texts(split: datasets.Dataset | datasets.IterableDataset) -> Iterator[str]:
@@ -190,76 +321,16 @@ def _texts(split: datasets.Dataset | datasets.IterableDataset) -> Iterator[str]:
         yield from batch["text"]
 
 
-def _train_torch(cfg: Word2VecConfig, vocab: Vocabulary, encoded) -> Word2VecRunSummary:
-    w2v = cfg.word2vec
-    # Every process takes its own batches, so an epoch is a multiple of the global batch. The launcher's
-    # WORLD_SIZE is read here because max_steps must be known before the run folder is checked.
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
-    dataset = ChunkDataset(encoded, w2v.words_per_chunk, cfg.per_device_train_batch_size * world)
-    if cfg.num_train_epochs is not None:
-        # Derived before the run folder is checked, so config.yaml records the steps the run takes.
-        cfg.max_steps = max(1, math.ceil(cfg.num_train_epochs * dataset.steps_per_epoch))
-    run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), cfg.overwrite_output_dir)
-    resume_from = run_dir.check()
-
-    accelerator = make_accelerator(cfg, run_dir.root)
-    if accelerator.is_main_process:
-        run_dir.prepare(RunDirectory.step_of(resume_from) if resume_from else None)
-    accelerator.wait_for_everyone()
-    accelerator.print(f"data: {cfg.data.corpus}: {encoded.raw_words:,} words ({len(encoded):,} in vocabulary), "
-                      f"vocabulary {len(vocab):,}; {dataset.steps_per_epoch} steps of "
-                      f"{cfg.per_device_train_batch_size} x {dataset.chunk_len} words per epoch, {cfg.max_steps} steps")
-
-    set_seed(cfg.seed)  # initial vectors depend only on the seed
-    vectors = WordVectors(len(vocab), w2v.vector_size)
-    # DDP's gradient buckets cannot hold sparse tensors (and NCCL cannot all-reduce them): dense when distributed.
-    distributed = accelerator.num_processes > 1
-    if w2v.sparse_gradients and distributed:
-        raise UserError("word2vec.sparse_gradients=true does not work with several processes (DDP all-reduces "
-                        "dense gradients); leave it null")
-    sparse = w2v.sparse_gradients if w2v.sparse_gradients is not None else (
-        accelerator.device.type == "cpu" and not distributed)
-    # The objective's settings are the section's keys of the same name, with sparse_gradients resolved.
-    objective_cfg = Word2VecObjectiveConfig(**{
-        f.name: getattr(w2v, f.name) for f in fields(Word2VecObjectiveConfig) if f.name != "sparse_gradients"},
-        sparse_gradients=sparse)
-
-    def export_vectors(model: WordVectors, folder: Path) -> None:
-        export_word_vectors(keyed_vectors(vocab.words, model.input, vocab.counts), vocab, folder)
-
-    objective = Word2VecObjective(vectors, vocab.counts, objective_cfg, export_fn=export_vectors)
-    summary: dict[str, Any] = {}
-
-    def on_export(folder: Path, metrics: dict[str, float]) -> None:
-        summary["intrinsic"] = _finish_export(cfg, folder, vocab, steps=trainer.state.step,
-                                              epochs=trainer.state.step / dataset.steps_per_epoch)
-
-    trainer = Trainer(cfg, objective, dataset, run_dir=run_dir, accelerator=accelerator, collate_fn=collate_chunks,
-                      full_config=to_dict(cfg), on_export=on_export)
-    result = trainer.train(resume_from=resume_from)
-    seconds = trainer.state.train_seconds
-    epochs = result.step / dataset.steps_per_epoch
-    words = encoded.raw_words * epochs
-    return Word2VecRunSummary("torch", result.final_dir, result.step, epochs, encoded.raw_words, seconds,
-                              words / seconds if seconds > 0 else 0.0, summary.get("intrinsic"),
-                              result.stopped_by_time, accelerator.is_main_process)
-
-
-def _train_gensim(cfg: Word2VecConfig, vocab: Vocabulary, encoded) -> Word2VecRunSummary:
+def _train_gensim(pipeline: Word2VecPipeline, ctx: RunContext[Word2VecConfig]) -> TrainResult:
     """gensim's multi-threaded Word2Vec on exactly the same token stream and vocabulary."""
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
 
+    cfg, vocab, encoded = ctx.config, ctx.inputs.vocab, ctx.inputs.encoded
     w2v = cfg.word2vec
-    epochs = int(cfg.num_train_epochs)  # validated: an integer
-    cfg.max_steps = epochs  # for gensim a "step" is an epoch (what trainer_state.json and reruns count)
-    run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), cfg.overwrite_output_dir)
-    run_dir.check()  # gensim cannot resume: an interrupted run starts again
-    run_dir.prepare(None)
+    epochs = cfg.max_steps
     sentences = gensim_sentences(encoded, vocab)
     workers = w2v.workers or os.cpu_count() or 1
-    print(f"data: {cfg.data.corpus}: {encoded.raw_words:,} words ({len(encoded):,} in vocabulary), vocabulary "
-          f"{len(vocab):,}; gensim {w2v.architecture}, {workers} workers, {epochs} epochs")
     model = Word2Vec(vector_size=w2v.vector_size, window=w2v.window, negative=w2v.negative, hs=0,
                      sg=int(w2v.architecture == "skipgram"), sample=w2v.sample, ns_exponent=w2v.ns_exponent,
                      alpha=cfg.learning_rate, min_alpha=w2v.min_learning_rate, min_count=1,
@@ -267,23 +338,21 @@ def _train_gensim(cfg: Word2VecConfig, vocab: Vocabulary, encoded) -> Word2VecRu
     # The vocabulary (and so subsampling and the noise table) comes from our counts, in our order.
     model.build_vocab_from_freq(dict(zip(vocab.words, vocab.counts.tolist())))
 
-    log = _GensimLog(run_dir.metrics_file, encoded.raw_words, CallbackAny2Vec)
+    log = _GensimLog(ctx.run_dir.metrics_file, encoded.raw_words, CallbackAny2Vec)
     start = time.perf_counter()
     model.train(sentences, total_examples=len(sentences), total_words=len(encoded), epochs=epochs,
                 callbacks=[log.callback], compute_loss=True)
     seconds = time.perf_counter() - start
 
-    summary: dict[str, Any] = {}
-    with atomic_directory(run_dir.final, replace=True) as tmp:
-        words = [w for w in vocab.words]
-        export_word_vectors(keyed_vectors(words, model.wv[words], vocab.counts), vocab, tmp)
-        state = {"step": epochs, "max_steps": epochs, "complete": True, "epoch": epochs,
-                 "train_seconds": round(seconds, 2), "backend": "gensim"}
-        atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2) + "\n")
-        summary["intrinsic"] = _finish_export(cfg, tmp, vocab, steps=epochs, epochs=epochs)
-    total = encoded.raw_words * epochs
-    return Word2VecRunSummary("gensim", run_dir.final, epochs, float(epochs), encoded.raw_words, seconds,
-                              total / seconds if seconds > 0 else 0.0, summary.get("intrinsic"), False)
+    def write_vectors(folder: Path) -> None:
+        words = list(vocab.words)
+        export_word_vectors(keyed_vectors(words, model.wv[words], vocab.counts), vocab, folder)
+
+    state = {"step": epochs, "max_steps": epochs, "complete": True, "epoch": epochs,
+             "train_seconds": round(seconds, 2), "backend": "gensim"}
+    write_final(ctx.run_dir.final, write_vectors, state, {},
+                on_export=lambda folder, metrics: finish_export(pipeline, ctx, folder, metrics))
+    return TrainResult(epochs, ctx.run_dir.final, {}, False)
 
 
 def gensim_sentences(encoded, vocab: Vocabulary, max_words: int = 10_000) -> list[list[str]]:
@@ -332,47 +401,6 @@ class _GensimLog:
 # ---------------------------------------------------------------------------------- export + evaluation
 
 
-def _finish_export(cfg: Word2VecConfig, folder: Path, vocab: Vocabulary, steps: int, epochs: float) -> dict[str, Any] | None:
-    """Intrinsic evaluation of ``folder``'s vectors, ``eval_results.json``, ``intrinsic.json`` and the model card."""
-    from gensim.models import KeyedVectors
-
-    intrinsic = None
-    metrics: dict[str, float] = {}
-    if cfg.evaluation.enabled:
-        from nlp_ssl.eval.intrinsic import run_intrinsic
-
-        kv = KeyedVectors.load(str(folder / "vectors.kv"))
-        intrinsic = run_intrinsic(kv, similarity_files=cfg.evaluation.similarity_files,
-                                  analogy_files=cfg.evaluation.analogy_files, neighbours=cfg.evaluation.neighbours,
-                                  restrict_vocab=cfg.evaluation.restrict_vocab)
-        intrinsic["source"] = str(folder.name if folder.name == "final" else "final")
-        if cfg.evaluation.plots:
-            from nlp_ssl.eval.intrinsic_cli import write_plots
-
-            intrinsic["plots"] = [{k: (Path(v).relative_to(folder).as_posix() if k == "path" else v)
-                                   for k, v in item.items()} for item in write_plots(kv, intrinsic, folder / "plots")]
-        metrics = flat_metrics(intrinsic)
-        atomic_write_text(folder / "intrinsic.json", json.dumps(intrinsic, indent=2, default=_json_default) + "\n")
-    atomic_write_text(folder / "eval_results.json", json.dumps(metrics, indent=2) + "\n")
-    w2v = cfg.word2vec
-    name = "skip-gram" if w2v.architecture == "skipgram" else "CBOW"
-    write_model_card(folder, CardInfo(
-        model_name=Path(cfg.output_dir).name,
-        objective=(f"word2vec {name} with negative sampling ({w2v.negative} negatives, window {w2v.window}, "
-                   f"subsampling {w2v.sample:g}), {w2v.backend} backend"),
-        task_type="feature-extraction", dataset_name=cfg.data.corpus, dataset_type=cfg.data.corpus,
-        steps=steps, command=" ".join(shlex.quote(a) for a in sys.argv), config_yaml=dump_yaml(cfg),
-        usage=("from gensim.models import KeyedVectors\n\n"
-               "vectors = KeyedVectors.load('vectors.kv')  # or load_word2vec_format('vectors.bin', binary=True)\n"
-               "print(vectors.most_similar('king', topn=5))"),
-        metrics=metrics, tags=["word2vec", "word-embeddings", w2v.architecture], dataset_split="train",
-        description=(f"{w2v.vector_size}-dimensional word2vec {name} vectors for {len(vocab):,} words, trained from "
-                     f"scratch on {cfg.data.corpus} for {epochs:.2f} epochs. Evaluation: WordSim353 / SimLex-999 "
-                     "Spearman and Google analogy accuracy (3CosAdd, over covered questions; coverage alongside)."),
-    ))
-    return intrinsic
-
-
 def flat_metrics(intrinsic: dict[str, Any]) -> dict[str, float]:
     """The headline numbers of :func:`~nlp_ssl.eval.intrinsic.run_intrinsic` as ``{name: float}``."""
     out: dict[str, float] = {}
@@ -415,3 +443,7 @@ def format_summary(summary: Word2VecRunSummary) -> str:
     lines.append(f"Exported vectors: {Path(summary.final_dir).resolve()}")
     lines.append("  load them with gensim.models.KeyedVectors.load('<folder>/vectors.kv')")
     return "\n".join(lines)
+
+
+register("word2vec", "skip-gram / CBOW word embeddings (torch or gensim backend)", Word2VecConfig,
+         lambda cfg: run(Word2VecPipeline(), cfg))

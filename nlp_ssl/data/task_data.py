@@ -21,7 +21,9 @@ from transformers import PreTrainedTokenizerBase
 from nlp_ssl.data.conll import tokenize_and_align
 from nlp_ssl.data.glue import GlueTask
 from nlp_ssl.errors import UserError
-from nlp_ssl.objectives.supervised import IGNORE_INDEX
+
+#: Label of positions that carry no loss (special tokens, padding, non-first sub-tokens), as in PyTorch.
+IGNORE_INDEX = -100
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Any of these marks a folder that holds a tokenizer (fast, WordPiece, BPE or SentencePiece).

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nlp_ssl.errors import UserError
-from nlp_ssl.pipelines.finetune_data import has_tokenizer_files
+from nlp_ssl.data.task_data import has_tokenizer_files
 
 
 @dataclass
