@@ -1,7 +1,9 @@
-"""Tokenizers: train a WordPiece (BERT) or byte-level BPE (GPT-2) vocabulary with ``tokenizers``, or load one."""
+"""Tokenizers: train a WordPiece (BERT), byte-level BPE (GPT-2) or word-level vocabulary with ``tokenizers``, or
+load one."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,8 @@ from nlp_ssl.errors import UserError
 
 BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
 GPT_SPECIALS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|pad|>"}
+# Mikolov's PTB spells its unknown word and sentence end this way; the word-level vocabulary keeps that spelling.
+WORD_SPECIALS = {"unk_token": "<unk>", "eos_token": "<eos>", "bos_token": "<eos>", "pad_token": "<pad>"}
 
 
 @dataclass
@@ -31,8 +35,12 @@ class TokenizerConfig:
             raise UserError(f"config key 'tokenizer.vocab_size' must be >= 300, got {self.vocab_size}")
 
 
-def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], cfg: TokenizerConfig) -> PreTrainedTokenizerFast:
-    """Train a tokenizer on ``texts`` and wrap it for transformers (``save_pretrained``/``AutoTokenizer``)."""
+def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe", "wordlevel"], cfg: TokenizerConfig
+                    ) -> PreTrainedTokenizerFast:
+    """Train a tokenizer on ``texts`` and wrap it for transformers (``save_pretrained``/``AutoTokenizer``).
+
+    ``wordlevel`` is :func:`word_level_tokenizer`: one id per whitespace-separated word.
+    """
     if kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase, clean_text=True, handle_chinese_chars=True)
@@ -62,11 +70,45 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], cfg
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         tok.decoder = decoders.ByteLevel()
         specials = GPT_SPECIALS
+    elif kind == "wordlevel":
+        tok = word_level_tokenizer(texts, cfg)
+        specials = WORD_SPECIALS
     else:
-        raise UserError(f"unknown tokenizer kind '{kind}'; use 'wordpiece' or 'bpe'")
+        raise UserError(f"unknown tokenizer kind '{kind}'; use 'wordpiece', 'bpe' or 'wordlevel'")
     if tok.get_vocab_size() < 10:
         raise UserError("the trained tokenizer is nearly empty: the corpus has too little text")
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=1_000_000, **specials)
+
+
+def word_level_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
+    """A ``WordLevel`` tokenizer over the whitespace-separated words of ``texts`` (lower-cased if ``cfg.lowercase``).
+
+    The vocabulary is ``<unk>``, ``<eos>``, ``<pad>`` (ids 0, 1, 2) and then every word seen at least
+    ``cfg.min_frequency`` times, most frequent first (ties alphabetical), up to ``cfg.vocab_size`` entries in
+    all; anything else encodes as ``<unk>``. This is the word-level setting of the language-modelling
+    literature (Mikolov et al. 2010; Zaremba et al. 2014): perplexity per token is perplexity per word. A corpus
+    that already spells unknown words ``<unk>`` (Mikolov's PTB) keeps a single ``<unk>``. No special token is
+    added on encoding: the causal-LM data step appends ``<eos>`` to every line, which rebuilds PTB's stream.
+
+    Words are counted here rather than by ``trainers.WordLevelTrainer`` because that trainer gives a special
+    token that also occurs as a corpus word (PTB's ``<unk>``) a second id, leaving the first one unreachable.
+    Punctuation is not split off: the corpus is expected to be tokenised into words already, as PTB is.
+    """
+    specials = list(dict.fromkeys(WORD_SPECIALS.values()))
+    # Count through the tokenizer's own normaliser so that counted words are exactly the ones it will look up.
+    normalizer = normalizers.Lowercase() if cfg.lowercase else None
+    counts: Counter[str] = Counter()
+    for text in _limited(texts, cfg.max_training_texts):
+        counts.update((normalizer.normalize_str(text) if normalizer else text).split())
+    words = sorted((w for w, n in counts.items() if n >= cfg.min_frequency and w not in specials),
+                   key=lambda w: (-counts[w], w))
+    vocab = {token: index for index, token in enumerate(specials + words[: max(cfg.vocab_size - len(specials), 0)])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=WORD_SPECIALS["unk_token"]))
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(specials)
+    return tok
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:

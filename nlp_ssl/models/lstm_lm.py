@@ -1,0 +1,309 @@
+"""Word-level LSTM language model (Zaremba, Sutskever & Vinyals 2014, "Recurrent Neural Network Regularization").
+
+A stack of LSTM layers between a word embedding and a softmax over the vocabulary, with dropout on the
+non-recurrent connections only: on the embeddings, between layers and before the softmax (the paper's
+section 3.1; the recurrent h -> h path is left untouched so that memory is not erased at every step).
+With ``tie_word_embeddings`` the softmax reuses the embedding matrix (Press & Wolf 2017, "Using the Output
+Embedding to Improve Language Models"; Inan et al. 2017), which the 2014 paper did not do.
+
+The model is a transformers ``PreTrainedModel``: ``save_pretrained`` writes ``config.json`` (model type
+``nlp_ssl_lstm``) and the weights, and after ``import nlp_ssl.models.lstm_lm``
+``AutoModelForCausalLM.from_pretrained(folder)`` loads it back (the import registers the classes).
+
+Truncated back-propagation through time (TBPTT), as in the paper: the training stream is cut into ``B``
+parallel streams (:func:`contiguous_stream_batches`), and step ``k`` trains on window ``k`` of every stream.
+Row ``b`` of window ``k + 1`` continues row ``b`` of window ``k``, so the trainer carries the final LSTM
+state from one step to the next, detached so that gradients stop at the window boundary::
+
+    windows = contiguous_stream_batches(train_ids, batch_size=20, bptt=35)   # [S, 20, 36]
+    state = None
+    for window in windows:                                # in order: never shuffle the windows
+        out = model(window[:, :-1], state=state)          # logits [20, 35, V]
+        loss = F.cross_entropy(out.logits.flatten(0, 1), window[:, 1:].flatten())
+        loss.backward(); clip; optimizer.step(); optimizer.zero_grad()
+        state = tuple(s.detach() for s in out.state)      # carry the memory, cut the graph
+
+At an epoch boundary the state is reset (``state = None``). :func:`evaluate_stream` scores every token of a
+held-out stream the same way, which is how the literature's per-word perplexities on Mikolov's PTB are
+measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from nlp_ssl.errors import UserError
+
+__all__ = ["LSTMCausalLMOutput", "LSTMForCausalLM", "LSTMLMConfig", "contiguous_stream_batches", "evaluate_stream"]
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+class LSTMLMConfig(PreTrainedConfig):
+    """Shape of an :class:`LSTMForCausalLM`.
+
+    Zaremba et al.'s sizes: small 2 x 200 (no dropout, init_range 0.1), medium 2 x 650 (dropout 0.5, 0.05),
+    large 2 x 1500 (dropout 0.65, 0.04), vocabulary 10,000.
+
+    Attributes:
+        vocab_size: rows of the embedding and of the softmax.
+        embedding_size: word vector size; must equal ``hidden_size`` when the embeddings are tied.
+        hidden_size: LSTM state size of every layer.
+        num_layers: stacked LSTM layers (also readable as ``num_hidden_layers``).
+        dropout: drop probability on the embeddings, between layers and before the softmax.
+        tie_word_embeddings: the softmax weight is the embedding matrix.
+        init_range: every weight starts uniform in ``[-init_range, init_range]`` (the paper's scheme).
+    """
+
+    model_type = "nlp_ssl_lstm"
+    attribute_map = {"num_hidden_layers": "num_layers"}
+
+    vocab_size: int = 10000
+    embedding_size: int = 200
+    hidden_size: int = 200
+    num_layers: int = 2
+    dropout: float = 0.0
+    tie_word_embeddings: bool = True
+    init_range: float = 0.1
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self, **kwargs) -> None:
+        for key in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+            if getattr(self, key) < 1:
+                raise UserError(f"LSTM config '{key}' must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"LSTM config 'dropout' must be in [0, 1), got {self.dropout}")
+        if self.init_range <= 0:
+            raise UserError(f"LSTM config 'init_range' must be > 0, got {self.init_range}")
+        if self.tie_word_embeddings and self.embedding_size != self.hidden_size:
+            raise UserError(f"tied embeddings need embedding_size == hidden_size (got {self.embedding_size} and "
+                            f"{self.hidden_size}); make them equal or set tie_word_embeddings to false")
+        super().__post_init__(**kwargs)
+
+
+@dataclass
+class LSTMCausalLMOutput(ModelOutput):
+    """What :meth:`LSTMForCausalLM.forward` returns.
+
+    Attributes:
+        loss: mean next-token cross-entropy when ``labels`` were given.
+        logits: ``[B, T, V]``; position t scores token t+1.
+        state: ``(h, c)``, each ``[num_layers, B, H]``: the memory after the last position, to pass as
+            ``state`` with the next window of the same streams.
+        hidden_states: with ``output_hidden_states``: the embeddings and each layer's outputs, ``[B, T, H]``.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    state: LSTMState | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class LSTMPreTrainedModel(PreTrainedModel):
+    config_class = LSTMLMConfig
+    config: LSTMLMConfig
+    base_model_prefix = "lstm"
+    main_input_name = "input_ids"
+    _is_stateful = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Uniform in ``[-init_range, init_range]`` for every weight and bias (Zaremba et al. 2014, section 4)."""
+        bound = self.config.init_range
+        if isinstance(module, (nn.Embedding, nn.Linear, nn.LSTM)):
+            for param in module.parameters(recurse=False):
+                init.uniform_(param, -bound, bound)
+
+
+class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
+    """Embedding -> dropout -> [LSTM -> dropout] x num_layers -> linear softmax.
+
+    One ``nn.LSTM`` per layer (rather than one multi-layer module) so that every layer's output sequence is
+    available as a hidden state, for representation diagnostics; the arithmetic is the same.
+    """
+
+    _tied_weights_keys = {"decoder.weight": "embeddings.weight"}
+
+    def __init__(self, config: LSTMLMConfig) -> None:
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        sizes = [config.embedding_size] + [config.hidden_size] * config.num_layers
+        self.layers = nn.ModuleList(nn.LSTM(sizes[i], sizes[i + 1], batch_first=True) for i in range(config.num_layers))
+        self.dropout = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.decoder
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.decoder = value
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None) -> LSTMState:
+        """Zero memory ``(h, c)``, each ``[num_layers, B, H]``."""
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        weight = self.decoder.weight
+        device = device or weight.device
+        return (torch.zeros(shape, device=device, dtype=weight.dtype),
+                torch.zeros(shape, device=device, dtype=weight.dtype))
+
+    def forward(self, input_ids: torch.LongTensor, state: LSTMState | None = None,
+                labels: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                output_hidden_states: bool | None = None, return_dict: bool | None = None,
+                **kwargs) -> LSTMCausalLMOutput:
+        """Scores of the next token at every position.
+
+        Args:
+            input_ids: ``[B, T]``.
+            state: ``(h, c)`` from the previous window of the same streams, each ``[num_layers, B, H]``;
+                None starts from zero memory.
+            labels: ``[B, T]``, transformers' convention: the model shifts them (position t is scored against
+                ``labels[:, t + 1]``) and ignores ``-100``.
+            attention_mask: accepted for API compatibility and ignored: a left-to-right recurrence never looks
+                at later positions, so right padding cannot change earlier outputs. Left padding would, so
+                batch prompts of equal length when generating.
+            output_hidden_states: also return the embeddings and every layer's outputs.
+
+        Returns:
+            :class:`LSTMCausalLMOutput` with ``logits [B, T, V]`` and the new ``state``.
+        """
+        if input_ids.dim() != 2:
+            raise UserError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
+        if state is None:
+            state = self.initial_state(input_ids.shape[0], input_ids.device)
+        h0, c0 = state
+        x = self.embeddings(input_ids)  # [B, T, E]
+        hidden: list[torch.Tensor] = [x]
+        x = self.dropout(x)
+        h_out, c_out = [], []
+        for index, layer in enumerate(self.layers):
+            x, (h, c) = layer(x, (h0[index:index + 1].contiguous(), c0[index:index + 1].contiguous()))  # [B, T, H]
+            hidden.append(x)
+            h_out.append(h)
+            c_out.append(c)
+            x = self.dropout(x)
+        logits = self.decoder(x)  # [B, T, V]
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        return LSTMCausalLMOutput(loss=loss, logits=logits, state=(torch.cat(h_out), torch.cat(c_out)),
+                                  hidden_states=tuple(hidden) if output_hidden_states else None)
+
+    # --- generation: GenerationMixin drives the loop; the LSTM state plays the role of the KV cache ---------
+    # ``model.generate(ids, max_new_tokens=..., do_sample=...)`` works for greedy search and sampling (top-k,
+    # top-p, temperature). Beam search would have to reorder the state with the beams and is not supported.
+
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, state: LSTMState | None = None,
+                                      **kwargs) -> dict:
+        # With a carried state only the newest token is new input; the state already holds the prefix.
+        if state is not None:
+            input_ids = input_ids[:, -1:]
+        return {"input_ids": input_ids, "state": state}
+
+    def _update_model_kwargs_for_generation(self, outputs: LSTMCausalLMOutput, model_kwargs: dict,
+                                            is_encoder_decoder: bool = False, num_new_tokens: int = 1) -> dict:
+        model_kwargs["state"] = outputs.state
+        if model_kwargs.get("attention_mask") is not None:
+            mask = model_kwargs["attention_mask"]
+            model_kwargs["attention_mask"] = torch.cat([mask, mask.new_ones((mask.shape[0], num_new_tokens))], dim=-1)
+        return model_kwargs
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # The (h, c) state is the cache; transformers must not build a key/value cache for this model.
+        return False
+
+
+def contiguous_stream_batches(token_ids: torch.Tensor, batch_size: int, bptt: int) -> torch.Tensor:
+    """Cut one token stream into ``batch_size`` parallel streams and then into TBPTT windows.
+
+    The layout of Zaremba et al.'s ``ptb_iterator``: the stream (its first ``B * (N // B)`` tokens) is
+    reshaped row-major into ``[B, N // B]`` so that row ``b`` is the b-th contiguous slice of the text; window
+    ``k`` is columns ``k * bptt .. k * bptt + bptt`` of every row (``bptt + 1`` tokens: inputs are
+    ``[..., :-1]``, targets ``[..., 1:]``). Consecutive windows share one token, so row ``b`` of window
+    ``k + 1`` continues row ``b`` of window ``k`` and the LSTM state can be carried from one to the next.
+
+    Args:
+        token_ids: ``[N]`` token ids.
+        batch_size: ``B``, number of parallel streams.
+        bptt: ``T``, time steps per window.
+
+    Returns:
+        ``[S, B, T + 1]`` with ``S = (N // B - 1) // T`` windows (a view-free copy).
+
+    Raises:
+        UserError: bad sizes, or a stream too short for one window.
+    """
+    if token_ids.dim() != 1:
+        raise UserError(f"token_ids must be a 1-D stream, got shape {tuple(token_ids.shape)}")
+    if batch_size < 1 or bptt < 1:
+        raise UserError(f"batch_size and bptt must be >= 1, got {batch_size} and {bptt}")
+    columns = token_ids.numel() // batch_size
+    steps = (columns - 1) // bptt
+    if steps < 1:
+        raise UserError(f"a stream of {token_ids.numel()} tokens is too short for {batch_size} streams of "
+                        f"{bptt + 1} tokens; lower the batch size or bptt")
+    rows = token_ids[: batch_size * columns].view(batch_size, columns)  # [B, N // B]
+    return rows.unfold(1, bptt + 1, bptt)[:, :steps].permute(1, 0, 2).contiguous()  # [S, B, T + 1]
+
+
+@torch.no_grad()
+def evaluate_stream(model: LSTMForCausalLM, token_ids: torch.Tensor, batch_size: int = 1,
+                    bptt: int = 35) -> tuple[float, int]:
+    """Mean next-token cross-entropy over a held-out stream, carrying the state across windows.
+
+    Every target of the (``B``-divisible prefix of the) stream is scored once, including the last partial
+    window, so ``exp(loss)`` is the per-token perplexity of the literature when tokens are words
+    (Mikolov's PTB: one ``<eos>`` per sentence counts as a word). Zaremba et al. evaluate with ``B = 1``.
+
+    Args:
+        model: the LM (set to eval mode here and restored afterwards).
+        token_ids: ``[N]``.
+        batch_size: parallel streams; ``B > 1`` is faster and drops the last ``N mod B`` tokens.
+        bptt: window length; it changes nothing but speed and memory, since the state is carried.
+
+    Returns:
+        ``(mean loss in nats, number of targets scored)``.
+    """
+    if batch_size < 1 or bptt < 1:
+        raise UserError(f"batch_size and bptt must be >= 1, got {batch_size} and {bptt}")
+    columns = token_ids.numel() // batch_size
+    if columns < 2:
+        raise UserError(f"a stream of {token_ids.numel()} tokens has nothing to score with {batch_size} streams")
+    was_training = model.training
+    model.eval()
+    device = model.decoder.weight.device
+    rows = token_ids[: batch_size * columns].view(batch_size, columns).to(device)
+    state, total, count = None, 0.0, 0
+    for start in range(0, columns - 1, bptt):
+        window = rows[:, start:start + bptt + 1]
+        out = model(window[:, :-1], state=state)
+        state = out.state
+        total += float(F.cross_entropy(out.logits.flatten(0, 1).float(), window[:, 1:].flatten(), reduction="sum"))
+        count += window[:, 1:].numel()
+    model.train(was_training)
+    return total / count, count
+
+
+def perplexity(mean_loss: float) -> float:
+    """``exp(loss)``, capped so that an untrained model prints a number instead of overflowing."""
+    return math.exp(min(mean_loss, 50.0))
+
+
+AutoConfig.register(LSTMLMConfig.model_type, LSTMLMConfig, exist_ok=True)
+AutoModelForCausalLM.register(LSTMLMConfig, LSTMForCausalLM, exist_ok=True)
