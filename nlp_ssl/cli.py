@@ -5,7 +5,9 @@
     nlp-ssl run RECIPE --config FILE [k=v ...]   run a recipe in this process (same as `python recipes/RECIPE.py`)
     nlp-ssl eval intrinsic VECTORS_OR_MODEL      word similarity / analogy / neighbours
     nlp-ssl eval probe MODEL --task TASK         linear probe of frozen features
-    nlp-ssl push FOLDER REPO_ID                  upload an exported folder (model, tokenizer, card) to the hub
+    nlp-ssl eval health MODEL [--corpus C]       representation health: anisotropy, rank, accuracy by frequency
+    nlp-ssl push FOLDER_OR_RUN REPO_ID           upload an export (model, tokenizer, card, data cards) to the Hub
+    nlp-ssl report RUN [RUN ...] [--out F]       one HTML page (and a markdown twin) with curves and results
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from nlp_ssl.errors import UserError, exit_on_user_error
 from nlp_ssl.registry import Recipe, get_recipe, recipes, run_recipe
 
 #: ``nlp-ssl eval <command>``: (module, function adding its sub-parser).
-EVAL_COMMANDS = [("nlp_ssl.eval.intrinsic_cli", "add_intrinsic_parser"), ("nlp_ssl.eval.probes", "add_probe_parser")]
+EVAL_COMMANDS = [("nlp_ssl.eval.intrinsic_cli", "add_intrinsic_parser"), ("nlp_ssl.eval.probes", "add_probe_parser"),
+                 ("nlp_ssl.eval.health", "add_health_parser")]
 
 
 def recipes_dir() -> Path:
@@ -135,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     from nlp_ssl.hub.push import add_push_parser
+    from nlp_ssl.report import add_report_parser
 
     add_push_parser(sub)
+    add_report_parser(sub)
 
     evaluate = sub.add_parser("eval", help="evaluate word vectors or a model")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from nlp_ssl.errors import UserError
+from nlp_ssl.hub.publish import HubConfig
 
 T = TypeVar("T")
 
@@ -26,13 +27,14 @@ _BOOL_STRINGS = {"true": True, "yes": True, "on": True, "1": True, "false": Fals
 
 
 @dataclasses.dataclass
-class TrainingConfig:
+class TrainingConfig(HubConfig):
     """Engine settings shared by every recipe; names follow transformers' ``TrainingArguments``.
 
     Beyond those names: ``max_time_minutes`` (a wall-clock budget: checkpoint, export and stop; rerun to
     continue), ``max_eval_batches`` (evaluate on a prefix of the held-out set) and ``peak_flops`` (the
     hardware peak for model-FLOPs utilisation; null measures it once per machine).
-    ``metric_for_best_model`` keeps the weights of the best evaluation and exports those.
+    ``metric_for_best_model`` keeps the weights of the best evaluation and exports those. The Hub keys
+    (``push_to_hub``, ``hub_model_id``, ``hub_strategy``, ...) come from :class:`~nlp_ssl.hub.publish.HubConfig`.
     """
 
     output_dir: str = "runs/default"
@@ -66,6 +68,7 @@ class TrainingConfig:
     peak_flops: float | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         positive = ["max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
                     "gradient_accumulation_steps", "logging_steps", "eval_steps", "save_steps"]
         for name in positive:

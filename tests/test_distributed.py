@@ -39,7 +39,8 @@ def _worker(rank: int, port: int, queue) -> None:
         dist.all_reduce(grad)
         total = ctx.all_reduce(loss.detach() * 2 * N_LOCAL)
         gathered_plain = ctx.all_gather_no_grad(torch.tensor([float(rank)]))
-        queue.put((rank, float(total) / (4 * N_LOCAL), grad / (4 * N_LOCAL), gathered_plain.tolist()))
+        # Plain lists: tensors would travel as shared memory that dies with this process.
+        queue.put((rank, float(total) / (4 * N_LOCAL), (grad / (4 * N_LOCAL)).tolist(), gathered_plain.tolist()))
     finally:
         dist.destroy_process_group()
 
@@ -63,7 +64,7 @@ def test_gathered_nt_xent_equals_the_single_process_loss_and_gradients():
     for rank, loss, grad, gathered in results:
         assert gathered == [0.0, 1.0]
         torch.testing.assert_close(torch.tensor(loss), single.detach(), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(grad, weight.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(grad), weight.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_single_process_context_is_the_identity():

@@ -237,17 +237,6 @@ def test_metric_for_best_model_exports_the_best_evaluation(tmp_path):
     assert saved["selected_step"] == 4.0
 
 
-def test_model_card_command_has_no_machine_paths(tmp_path, monkeypatch):
-    from nlp_ssl.engine.run import command_line
-
-    monkeypatch.chdir(tmp_path)
-    argv = ["/home/me/.venv/bin/nlp-ssl", "run", "mlm", "--config", str(tmp_path / "recipes/configs/mlm/x.yaml"),
-            "output_dir=/scratch/me/runs/a", "model.init_from=runs/x/final"]
-    assert command_line(argv) == ("nlp-ssl run mlm --config recipes/configs/mlm/x.yaml output_dir=a "
-                                  "model.init_from=runs/x/final")
-    assert command_line(["/usr/bin/python3.11", "/home/me/nlp_ssl/recipes/mlm.py"]) == "python mlm.py"
-
-
 def test_peak_flops_is_measured_once_and_configurable(tmp_path, monkeypatch):
     from nlp_ssl.engine import flops
 

@@ -43,10 +43,11 @@ class ToyMoCo(Objective):
         self.queue = FeatureQueue(32, 16)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
-        x = batch["x"]
-        query = self.model(x + 0.3 * torch.randn_like(x))  # views are drawn here, from the engine's step seed
+        x = batch["x"]  # two noisy views per example, drawn for the global batch from the step's generator
+        noise = self.per_example(lambda n: torch.randn(n, 2, x.shape[1], generator=self.rng), x.shape[0])
+        query = self.model(x + 0.1 * noise[:, 0])
         with torch.no_grad():
-            key = self.key_encoder(x + 0.3 * torch.randn_like(x))
+            key = self.key_encoder(x + 0.1 * noise[:, 1])
         loss = moco_loss(query, key, self.queue.negatives(), temperature=0.2)
         if self.training:  # evaluation never touches the queue
             self.queue.enqueue(self.dist.all_gather_no_grad(key))
@@ -97,11 +98,13 @@ register("toy_moco", "MoCo on digits (test recipe)", TrainingConfig, lambda cfg:
 
 
 # --- tests ------------------------------------------------------------------------------------------------
-ARGS = ["max_steps=12", "per_device_train_batch_size=8", "learning_rate=0.05", "logging_steps=1", "save_steps=4",
-        "eval_steps=5", "per_device_eval_batch_size=64", "report_to=[]", "warmup_steps=0", "seed=3"]
+ARGS = ["max_steps=40", "per_device_train_batch_size=8", "learning_rate=0.01", "logging_steps=1", "save_steps=10",
+        "eval_steps=15", "per_device_eval_batch_size=64", "report_to=[]", "warmup_steps=0", "seed=3"]
+CHANCE = float(torch.log(torch.tensor(33.0)))  # InfoNCE of a key among 32 queued negatives, at random
 
 
-def _launch(output_dir: Path, processes: int = 1, kill_at: int | None = None) -> subprocess.CompletedProcess:
+def _launch(output_dir: Path, processes: int = 1, kill_at: int | None = None, extra: list[str] | None = None
+            ) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
     env.pop("TOY_KILL_AT_STEP", None)
     if kill_at is not None:
@@ -110,13 +113,21 @@ def _launch(output_dir: Path, processes: int = 1, kill_at: int | None = None) ->
     if processes > 1:
         launcher += ["-m", "accelerate.commands.launch", "--config_file",
                      str(REPO / "recipes/configs/accelerate/cpu_2proc.yaml"), "--main_process_port", "29547"]
-    return subprocess.run(launcher + [str(HERE), *ARGS, f"output_dir={output_dir}"], cwd=REPO, env=env,
+    return subprocess.run(launcher + [str(HERE), *ARGS, *(extra or []), f"output_dir={output_dir}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
+
+
+def _learned(run_dir: Path) -> bool:
+    """Well below chance at the end, and the held-out loss fell between the first and the last evaluation."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval/loss"] for r in records if "eval/loss" in r]
+    last = [r["train/loss"] for r in records if "train/loss" in r][-10:]
+    return sum(last) / len(last) < 0.5 * CHANCE and evals[-1] < evals[0]
 
 
 def test_the_toy_objective_is_short():
@@ -130,17 +141,16 @@ def test_new_objective_trains_and_resumes_exactly_through_the_runner(tmp_path):
     straight = _launch(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
     losses = _losses(tmp_path / "straight")
-    assert sorted(losses) == list(range(1, 13))
-    assert losses[12] < losses[2]  # it learns (step 1 has an empty queue)
+    assert sorted(losses) == list(range(1, 41)) and _learned(tmp_path / "straight")
     records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "eval/loss" in r] == [5, 10, 12]
+    assert [r["step"] for r in records if "eval/loss" in r] == [15, 30, 40]
 
-    killed = _launch(tmp_path / "resumed", kill_at=6)  # after the step-4 checkpoint
+    killed = _launch(tmp_path / "resumed", kill_at=15)  # after the step-10 checkpoint and the step-15 evaluation
     assert killed.returncode == -signal.SIGKILL
     resumed = _launch(tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resumed from" in resumed.stdout
-    assert _losses(tmp_path / "resumed") == losses  # bit for bit, step 5 on replayed from the checkpoint
+    assert _losses(tmp_path / "resumed") == losses  # bit for bit, step 11 on replayed from the checkpoint
     a = load_file(str(tmp_path / "straight" / "final" / "toy.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "final" / "toy.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -148,13 +158,18 @@ def test_new_objective_trains_and_resumes_exactly_through_the_runner(tmp_path):
 
 
 @pytest.mark.slow
-def test_new_objective_trains_in_two_processes(tmp_path):
+def test_new_objective_in_two_processes_equals_one_process_with_the_global_batch(tmp_path):
     result = _launch(tmp_path / "ddp", processes=2)
     assert result.returncode == 0, result.stderr[-3000:]  # the run itself checks the queues agree every step
     losses = _losses(tmp_path / "ddp")
-    assert sorted(losses) == list(range(1, 13)) and losses[12] < losses[2]
-    final = load_file(str(tmp_path / "ddp" / "final" / "toy.safetensors"))
-    assert int(final["filled"]) == 32  # 2 processes x 8 keys per step: full after two steps
+    assert sorted(losses) == list(range(1, 41)) and _learned(tmp_path / "ddp")
+    single = _launch(tmp_path / "single", extra=["per_device_train_batch_size=16"])
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert losses == pytest.approx(_losses(tmp_path / "single"), rel=1e-4, abs=1e-5)
+    a = load_file(str(tmp_path / "ddp" / "final" / "toy.safetensors"))
+    b = load_file(str(tmp_path / "single" / "final" / "toy.safetensors"))
+    assert int(a["filled"]) == 32  # 2 processes x 8 keys per step: full after two steps
+    torch.testing.assert_close(a["queue"], b["queue"], rtol=1e-4, atol=1e-5)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ objective").
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from nlp_ssl.engine.atomic import atomic_write_text
 from nlp_ssl.engine.run_dir import RunDirectory
 from nlp_ssl.engine.trainer import TrainResult, Trainer, make_accelerator
 from nlp_ssl.hub.model_card import CardInfo, write_model_card
+from nlp_ssl.hub.portable import portable_command
 from nlp_ssl.objectives.base import Objective
 
 C = TypeVar("C", bound=TrainingConfig)
@@ -157,43 +156,6 @@ def finish_export(pipeline: Pipeline, ctx: RunContext, folder: Path, metrics: di
         write_model_card(folder, info)
 
 
-def command_line(argv: list[str] | None = None) -> str:
-    """The command that started this process, for model cards: no absolute paths of this machine.
-
-    ``/home/me/.venv/bin/nlp-ssl run mlm --config /home/me/nlp_ssl/recipes/...`` becomes
-    ``nlp-ssl run mlm --config recipes/...``: the program by its name, paths under the working directory
-    relative to it, other absolute paths by their file name.
-    """
-    argv = list(sys.argv if argv is None else argv)
-    if not argv:
-        return ""
-    program = Path(argv[0]).name
-    if program in ("accelerate", "nlp-ssl", "python", "python3") or program.startswith("python"):
-        head = ["python" if program.startswith("python") else program]
-    elif program.endswith(".py"):
-        head = ["python", _portable_path(argv[0])]
-    else:
-        head = [program]
-    return " ".join(shlex.quote(a) for a in head + [_portable_arg(a) for a in argv[1:]])
-
-
-def _portable_arg(arg: str) -> str:
-    key, sep, value = arg.partition("=")
-    if sep and not key.startswith("-") and "/" not in key:
-        return f"{key}={_portable_path(value)}"
-    return _portable_path(arg)
-
-
-def _portable_path(text: str) -> str:
-    if not os.path.isabs(text):
-        return text
-    path = Path(text)
-    try:
-        return path.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return path.name
-
-
 def run(pipeline: Pipeline[C], cfg: C) -> RunOutcome:
     """Run ``pipeline`` with ``cfg``: check inputs and the output folder, train, export, print the summary.
 
@@ -204,7 +166,7 @@ def run(pipeline: Pipeline[C], cfg: C) -> RunOutcome:
     run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), cfg.overwrite_output_dir)
     resume_from = run_dir.check()
     accelerator = make_accelerator(cfg, run_dir.root)
-    ctx = RunContext(cfg, run_dir, accelerator, resume_from, inputs, command_line())
+    ctx = RunContext(cfg, run_dir, accelerator, resume_from, inputs, portable_command(sys.argv))
     if run_dir.finished:
         outcome = _finished_outcome(pipeline, ctx)
     else:

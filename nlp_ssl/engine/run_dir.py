@@ -28,6 +28,7 @@ from nlp_ssl.errors import UserError
 RESUMABLE_KEYS = {
     "output_dir", "max_steps", "max_time_minutes", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
     "report_to", "max_eval_batches", "dataloader_num_workers", "overwrite_output_dir", "per_device_eval_batch_size",
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_revision", "peak_flops",
 }
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 

@@ -42,6 +42,7 @@ from nlp_ssl.engine.optim import build_optimizer, build_scheduler
 from nlp_ssl.engine.run_dir import RunDirectory, flatten_config
 from nlp_ssl.engine.sampler import EpochShuffleSampler
 from nlp_ssl.engine.state_io import load_tree, save_tree
+from nlp_ssl.hub.publish import Publisher
 from nlp_ssl.objectives.base import Objective, OptimizerSetup, StepOutput
 
 
@@ -146,6 +147,8 @@ class Trainer:
         self.state = TrainState()
         self.best = (BestModel(config.metric_for_best_model, config.greater_is_better)
                      if config.metric_for_best_model else None)
+        self.publisher = Publisher(config, run_dir.root, is_main_process=accelerator.is_main_process,
+                                   export=lambda folder: self.unwrapped.export(folder), print_fn=accelerator.print)
 
         self._sampler: EpochShuffleSampler | None = None
         train_loader = self._train_loader(train_dataset, collate_fn)
@@ -163,6 +166,8 @@ class Trainer:
         self.objective, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
         self.eval_loader = prepared[4] if eval_loader is not None else None
         self.unwrapped.setup_distributed(DistContext(accelerator.process_index, accelerator.num_processes))
+        self._rng = torch.Generator(device=accelerator.device)
+        self.unwrapped.rng = self._rng
         self._peak: float | None = None
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -197,8 +202,9 @@ class Trainer:
         reaches step ``k`` with the same generator state as the uninterrupted one.
         """
         rank = self.accelerator.process_index
-        seed = (self.config.seed * 1_000_003 + step * 1_009 + rank * 7 + salt) % (2**63 - 1)
-        torch.manual_seed(seed)  # also seeds every CUDA device
+        shared = (self.config.seed * 1_000_003 + step * 1_009 + salt) % (2**63 - 1)
+        torch.manual_seed((shared + rank * 7) % (2**63 - 1))  # dropout and other local draws; also CUDA
+        self._rng.manual_seed(shared)  # per-example draws: the same in every process (Objective.rng)
 
     def _batches(self) -> Iterator[Any]:
         """Micro-batches forever, epoch after epoch, resuming mid-epoch after a restart."""
@@ -266,7 +272,11 @@ class Trainer:
             self.save_checkpoint()
         if self.best is not None and self.best.step is not None:
             eval_metrics = {**self.best.metrics, "selected_step": float(self.best.step)}
-        final_dir = self.export(eval_metrics, complete=not stopped_by_time)
+        try:
+            final_dir = self.export(eval_metrics, complete=not stopped_by_time)
+            self.publisher.on_final(final_dir)
+        finally:
+            self.publisher.close()
         if end_process_group:
             acc.end_training()
         else:
@@ -453,6 +463,7 @@ class Trainer:
                 shutil.rmtree(target)
             os.replace(tmp, target)
             self.run_dir.prune_checkpoints(self.config.save_total_limit)
+            self.publisher.on_checkpoint(target, self.state.step)
         acc.wait_for_everyone()
         return target
 

@@ -1,10 +1,9 @@
 """Which data cards (``data_cards/*.md``) describe the corpora a run trained on.
 
 A pushed model carries the cards of its training data, so whoever downloads it sees the source, licence and
-caveats of that data next to the weights. The corpora come from the run's ``config.yaml``: ``data.corpus``
-for pretraining (``mixed`` stands for its three parts), ``task`` / ``dataset`` for fine-tuning. Cards are
-matched by the names their title and the index table (``data_cards/README.md``) put in backticks, so a new
-card is found without editing this module.
+caveats of that data next to the weights. The datasets come from the run's ``config.yaml``
+(:func:`nlp_ssl.data.cards.datasets_of_config`). Cards are matched by the names their title and the index
+table (``data_cards/README.md``) put in backticks, then by the toolkit's own name -> card table.
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from typing import Any
 
 import yaml
 
-from nlp_ssl.hub.portable import REPO_ROOT, portable_path
+from nlp_ssl.data.cards import card_name, cards_dir, datasets_of_config
+from nlp_ssl.hub.portable import portable_path
 
-# `mixed` is the concatenation of these embedded corpora (see nlp_ssl.data.builtin).
-MIXED_PARTS = ("ptb", "bbc_news", "shakespeare")
 TRAINING_DATA_HEADING = "## Training data"
 _BACKTICKED = re.compile(r"`([^`]+)`")
 _QUOTED = re.compile(r"[\"']([^\"']+)[\"']")
@@ -36,14 +34,6 @@ class DataCard:
     def repo_path(self) -> str:
         """Where the card goes in an uploaded repository."""
         return f"data_cards/{self.path.name}"
-
-
-def data_cards_dir() -> Path | None:
-    """The repository's ``data_cards/`` folder (the cards are not part of the installed package)."""
-    for candidate in (REPO_ROOT / "data_cards", Path.cwd() / "data_cards"):
-        if (candidate / "README.md").is_file():
-            return candidate
-    return None
 
 
 def _key(name: str) -> str:
@@ -77,24 +67,8 @@ def card_index(folder: Path) -> dict[str, Path]:
 
 
 def corpora_of_config(config: dict[str, Any]) -> list[str]:
-    """The corpus names a resolved run config trained on, in order, without duplicates."""
-    names: list[str] = []
-    data = config.get("data")
-    if isinstance(data, dict) and isinstance(data.get("corpus"), str):
-        names.append(data["corpus"])
-    task = config.get("task")
-    if isinstance(task, dict) and isinstance(task.get("corpus"), str):
-        names.append(task["corpus"])
-    elif isinstance(task, str) and task:
-        names.append("glue" if task == "all" else task)
-    if isinstance(config.get("dataset"), str) and config["dataset"]:
-        names.append(config["dataset"])
-    expanded: list[str] = []
-    for name in names:
-        for part in (MIXED_PARTS if name == "mixed" else (name,)):
-            if part not in expanded:
-                expanded.append(part)
-    return expanded
+    """The datasets a resolved run config used (see :func:`nlp_ssl.data.cards.datasets_of_config`)."""
+    return datasets_of_config(config)
 
 
 def run_config(folder: Path) -> dict[str, Any] | None:
@@ -110,30 +84,21 @@ def run_config(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def _glue_task_names() -> set[str]:
-    try:
-        from nlp_ssl.data.glue import GLUE_TASKS
-    except Exception:  # the card lookup must not depend on the data stack importing
-        return set()
-    return {_key(name) for name in GLUE_TASKS}
-
-
 def find_data_cards(corpora: list[str], folder: Path | None = None) -> list[DataCard]:
     """One card per corpus of ``corpora`` that has one (local files and unknown names have none).
 
     Several corpora may share a card (two GLUE tasks): each gets its entry, the file is uploaded once.
     """
-    folder = folder or data_cards_dir()
+    folder = folder or cards_dir()
     if folder is None:
         return []
     index = card_index(folder)
-    glue: set[str] | None = None
     found: list[DataCard] = []
     for corpus in corpora:
         path = index.get(_key(corpus))
         if path is None:
-            glue = _glue_task_names() if glue is None else glue
-            path = index.get("glue") if _key(corpus) in glue else None
+            known = card_name(corpus)
+            path = index.get(_key(known)) if known else None
         if path is not None:
             # Titles read "<name> — `<id>`"; the id is shown next to the link already.
             title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("#").split(" — ")[0].strip()

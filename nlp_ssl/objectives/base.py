@@ -6,10 +6,17 @@ queues, what the exported artifact is) lives in the objective.
 
 Rules every objective follows (``tests/test_objective_contract.py`` checks them for every objective):
 
-1. **All randomness of a step is drawn inside** :meth:`Objective.forward` **from torch's global RNG.** The
-   engine re-seeds that RNG from (seed, step, rank) right before each step, after the step's batches were
-   fetched, so masks, views, augmentations and negatives are a function of the step alone and a resumed
-   run draws exactly what the uninterrupted run drew. Data loaders and collators draw nothing.
+1. **All randomness of a step is drawn inside** :meth:`Objective.forward`, after the engine has seeded the
+   step (the step's batches are fetched first), so it is a function of the step alone and a resumed run
+   draws exactly what the uninterrupted run drew. Data loaders and collators draw nothing. Two sources:
+
+   - what decides the fate of each example (which tokens are masked, the views and augmentations of an
+     image, negatives, subsampling) comes from :attr:`Objective.rng`, a generator seeded from
+     (seed, step) alone, the same in every process, drawn for the GLOBAL batch and sliced to this
+     process's rows with :meth:`Objective.per_example`. Then one process with batch 2B draws exactly what
+     two processes with batch B draw together, and their losses agree;
+   - what is local to a computation (dropout inside a model) comes from torch's global RNG, which the
+     engine seeds from (seed, step, rank).
 2. **Evaluation never changes training state.** :meth:`Objective.evaluate_batch` runs under
    ``torch.no_grad`` with the objective in eval mode; methods with state (a MoCo queue) only update it in
    training mode. The engine also restores every buffer after an evaluation, so a slip cannot leak.
@@ -36,6 +43,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -95,6 +103,23 @@ class Objective(nn.Module, abc.ABC):
         super().__init__()
         #: rank, world size and gradient-preserving collectives; set once by the engine before training
         self.dist: DistContext = LOCAL
+        #: the step's generator for per-example draws (rule 1); re-seeded by the engine before every step
+        self.rng: torch.Generator = torch.Generator()
+
+    def per_example(self, draw: Callable[[int], torch.Tensor], rows: int) -> torch.Tensor:
+        """This process's rows of a draw made for the whole global batch (rule 1).
+
+        Args:
+            draw: ``draw(n)`` returns random values for ``n`` examples, ``[n, ...]``, drawn from ``self.rng``
+                (e.g. ``lambda n: torch.rand(n, T, generator=self.rng, device=x.device)``).
+            rows: examples in this process's batch.
+
+        Returns:
+            ``draw(rows * world_size)[offset : offset + rows]``: the same numbers for an example whether the
+            global batch is processed by one process or split over several.
+        """
+        start = self.dist.offset(rows)
+        return draw(rows * self.dist.world_size)[start:start + rows]
 
     @abc.abstractmethod
     def forward(self, batch: Any) -> StepOutput:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from nlp_ssl.eval.metrics import GLUE_SCORE_TASKS
 from nlp_ssl.objectives.base import Objective
 from nlp_ssl.objectives.supervised import (SequenceClassificationObjective, TokenClassificationObjective,
                                            split_prefix)
+from nlp_ssl.hub.portable import portable_command
 from nlp_ssl.pipelines.finetune_card import FinetuneCardInfo, write_finetune_card
 from nlp_ssl.registry import register
 from nlp_ssl.data.task_data import PadCollator, PreparedData, prepare_sequence_data, prepare_token_data
@@ -478,7 +478,7 @@ def end_processes() -> None:
 
 
 def _command() -> str:
-    return " ".join(shlex.quote(a) for a in sys.argv)
+    return portable_command(sys.argv)
 
 
 # --- GLUE ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome, finish
 from nlp_ssl.engine.trainer import TrainResult, write_final
 from nlp_ssl.errors import UserError
 from nlp_ssl.hub.model_card import CardInfo
+from nlp_ssl.hub.publish import Publisher
 from nlp_ssl.models.word_vectors import WordVectors, export_word_vectors, keyed_vectors
 from nlp_ssl.objectives.word2vec import Word2VecObjective, Word2VecObjectiveConfig
 from nlp_ssl.registry import register
@@ -350,8 +351,13 @@ def _train_gensim(pipeline: Word2VecPipeline, ctx: RunContext[Word2VecConfig]) -
 
     state = {"step": epochs, "max_steps": epochs, "complete": True, "epoch": epochs,
              "train_seconds": round(seconds, 2), "backend": "gensim"}
-    write_final(ctx.run_dir.final, write_vectors, state, {},
-                on_export=lambda folder, metrics: finish_export(pipeline, ctx, folder, metrics))
+    publisher = Publisher(cfg, ctx.run_dir.root)
+    try:
+        write_final(ctx.run_dir.final, write_vectors, state, {},
+                    on_export=lambda folder, metrics: finish_export(pipeline, ctx, folder, metrics))
+        publisher.on_final(ctx.run_dir.final)
+    finally:
+        publisher.close()
     return TrainResult(epochs, ctx.run_dir.final, {}, False)
 
 
