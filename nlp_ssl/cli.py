@@ -6,6 +6,7 @@
     nlp-ssl eval intrinsic VECTORS_OR_MODEL      word similarity / analogy / neighbours
     nlp-ssl eval probe MODEL --task TASK         linear probe of frozen features
     nlp-ssl eval health MODEL [--corpus C]       representation health: anisotropy, rank, accuracy by frequency
+    nlp-ssl eval vision MODEL [--images SET]     image features: linear probe, kNN, k-means, figures
     nlp-ssl push FOLDER_OR_RUN REPO_ID           upload an export (model, tokenizer, card, data cards) to the Hub
     nlp-ssl report RUN [RUN ...] [--out F]       one HTML page (and a markdown twin) with curves and results
 """
@@ -22,7 +23,7 @@ from nlp_ssl.registry import Recipe, get_recipe, recipes, run_recipe
 
 #: ``nlp-ssl eval <command>``: (module, function adding its sub-parser).
 EVAL_COMMANDS = [("nlp_ssl.eval.intrinsic_cli", "add_intrinsic_parser"), ("nlp_ssl.eval.probes", "add_probe_parser"),
-                 ("nlp_ssl.eval.health", "add_health_parser")]
+                 ("nlp_ssl.eval.health", "add_health_parser"), ("nlp_ssl.eval.vision", "add_vision_parser")]
 
 
 def recipes_dir() -> Path:

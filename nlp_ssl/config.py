@@ -239,8 +239,20 @@ def _type_name(annotation: Any) -> str:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The resolved config as plain data (for ``config.yaml`` and trackers)."""
-    return dataclasses.asdict(config)
+    """The resolved config as plain data (for ``config.yaml`` and trackers).
+
+    Tuples become lists, as YAML reads them back, so a config compares equal to its own ``config.yaml``
+    (the check that lets an interrupted run resume).
+    """
+    return _lists(dataclasses.asdict(config))
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
 
 
 def dump_yaml(config: Any) -> str:

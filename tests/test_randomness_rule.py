@@ -8,6 +8,7 @@ re-seeds each step, replays the uninterrupted run). Objectives added later join 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,9 +89,27 @@ def classification(kind: str) -> Callable[[], tuple[Objective, list[Any], Callab
     return build
 
 
+def vision(pretext: str) -> Callable[[], tuple[Objective, list[Any], Callable]]:
+    def build():
+        from nlp_ssl.config import load_config
+        from nlp_ssl.data.images import ImageDataset, collate_images
+        from nlp_ssl.pipelines.vision import VisionConfig, build_vision_objective, load_vision_inputs
+
+        cfg = load_config(VisionConfig, Path(__file__).resolve().parents[1] / "recipes/configs/vision/debug.yaml",
+                          [f"pretext.name={pretext}", "evaluation.enabled=false", "data.max_samples=100"])
+        inputs = load_vision_inputs(cfg)
+        data = ImageDataset(inputs.train)
+        return build_vision_objective(cfg, inputs), [data[i] for i in range(6)], collate_images
+    return build
+
+
+VISION_PRETEXTS = ("rotation", "patch_position", "jigsaw", "inpainting", "autoencoder", "denoising_autoencoder",
+                   "vae", "pixelcnn", "simclr", "moco")
+
 BUILDERS = {"masked_lm": masked_lm, "causal_lm": causal_lm, "skipgram": word2vec("skipgram"),
             "cbow": word2vec("cbow"), "sequence_classification": classification("sequence"),
-            "token_classification": classification("token")}
+            "token_classification": classification("token"),
+            **{f"vision_{name}": vision(name) for name in VISION_PRETEXTS}}
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -103,6 +122,10 @@ def test_collator_draws_nothing_and_forward_replays_from_the_seed(name):
     assert torch.equal(torch.random.get_rng_state(), before), f"{name}: the collator drew from the global RNG"
     losses = []
     for _ in range(2):
+        # The engine seeds both sources of a step: the global RNG and the per-example generator (Objective.rng).
         torch.manual_seed(7)
+        objective.rng.manual_seed(7)
+        state = {k: v.clone() for k, v in objective.state_dict().items()}
         losses.append(objective(batch).loss.detach())
+        objective.load_state_dict(state)  # state a training step changes (a queue, running statistics)
     assert torch.equal(losses[0], losses[1]), f"{name}: forward is not a function of the step seed"

@@ -36,11 +36,13 @@ __all__ = [
     "JitterParams",
     "SATURATION",
     "ViewConfig",
+    "ViewParams",
     "adjust_brightness",
     "adjust_contrast",
     "adjust_hue",
     "adjust_saturation",
     "apply_jitter",
+    "apply_view",
     "blur_with_sigma",
     "color_jitter",
     "default_blur_kernel_size",
@@ -53,6 +55,7 @@ __all__ = [
     "rgb_to_grayscale",
     "sample_crop_boxes",
     "sample_jitter_params",
+    "sample_view_params",
 ]
 
 # ITU-R BT.601 luma weights, as PIL's convert("L") and torchvision's rgb_to_grayscale use.
@@ -491,6 +494,76 @@ class ViewConfig:
                             f"set {keys}")
 
 
+class ViewParams(NamedTuple):
+    """Every random choice behind one view of each image, as drawn by :func:`sample_view_params`.
+
+    Row ``i`` of each field belongs to image ``i``, so the parameters of a global batch can be drawn once
+    and sliced per process (``Objective.per_example``) before :func:`apply_view` uses them.
+
+    Attributes:
+        boxes: float32 ``[B, 4]`` crop boxes (:func:`sample_crop_boxes`).
+        flip: bool ``[B]``, mirror left-right.
+        jitter: the colour-jitter parameters (:class:`JitterParams`).
+        grey: bool ``[B]``, turn the (RGB) view grey; all False for other channel counts.
+        blur: bool ``[B]``, blur the view.
+        sigma: float32 ``[B]``, the blur's standard deviation in pixels.
+    """
+
+    boxes: torch.Tensor
+    flip: torch.Tensor
+    jitter: JitterParams
+    grey: torch.Tensor
+    blur: torch.Tensor
+    sigma: torch.Tensor
+
+
+def sample_view_params(batch: int, height: int, width: int, channels: int, cfg: ViewConfig, *,
+                       device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> ViewParams:
+    """Draw the parameters of one view of ``batch`` images of ``channels x height x width`` pixels.
+
+    The draws come in :func:`make_view`'s order (crop, flip, jitter, grey-scale for RGB only, blur) and
+    their number depends on the shapes alone, so ``apply_view(x, sample_view_params(..., generator=g))``
+    gives exactly ``make_view(x, cfg, size, generator=g)``.
+    """
+    cfg.validate_for(channels)
+    boxes = sample_crop_boxes(batch, height, width, cfg.crop_scale, cfg.crop_ratio, device=device, generator=generator)
+    flip = torch.rand(batch, device=device, generator=generator) < cfg.flip
+    jitter = sample_jitter_params(batch, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p,
+                                  device=device, generator=generator)
+    if channels == 3:
+        grey = torch.rand(batch, device=device, generator=generator) < cfg.grayscale_p
+    else:
+        grey = torch.zeros(batch, dtype=torch.bool, device=device)
+    draws = torch.rand((batch, 2), device=device, generator=generator)
+    low, high = cfg.blur_sigma
+    return ViewParams(boxes, flip, jitter, grey, draws[:, 0] < cfg.blur_p, low + (high - low) * draws[:, 1])
+
+
+def apply_view(x: torch.Tensor, params: ViewParams, cfg: ViewConfig, size: int | tuple[int, int]) -> torch.Tensor:
+    """The views of ``x`` ``[B, C, H, W]`` (float in [0, 1]) under drawn ``params``: ``[B, C, size, size]``.
+
+    SimCLR's order: crop and resize, flip, colour jitter, grey-scale (RGB only), blur. ``params`` must hold
+    ``B`` rows (see :func:`sample_view_params`); ``cfg`` gives which operations are switched on.
+    """
+    _check_images(x, "apply_view")
+    cfg.validate_for(x.shape[1])
+    if params.boxes.shape[0] != x.shape[0]:
+        raise UserError(f"apply_view: {params.boxes.shape[0]} drawn views for a batch of {x.shape[0]} images")
+    device = x.device
+    x = resized_crop(x, params.boxes.to(device), size)
+    x = torch.where(_per_image(params.flip.to(device)), x.flip(-1), x)
+    jitter = JitterParams(*(t.to(device=device, dtype=x.dtype if t.is_floating_point() else t.dtype)
+                            for t in params.jitter))
+    x = apply_jitter(x, jitter, (cfg.brightness > 0, cfg.contrast > 0, cfg.saturation > 0, cfg.hue > 0))
+    if x.shape[1] == 3:
+        x = torch.where(_per_image(params.grey.to(device)), rgb_to_grayscale(x).expand_as(x), x)
+    _blur_kernel_size(cfg.blur_kernel_size, x.shape[2], x.shape[3])
+    if cfg.blur_p == 0:
+        return x
+    blurred = blur_with_sigma(x, params.sigma.to(device=device, dtype=x.dtype), cfg.blur_kernel_size)
+    return torch.where(_per_image(params.blur.to(device)), blurred, x)
+
+
 def make_view(x: torch.Tensor, cfg: ViewConfig, size: int | tuple[int, int], *,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """One random view of each image, SimCLR's order: crop, flip, colour jitter, grey-scale, blur.
@@ -507,10 +580,6 @@ def make_view(x: torch.Tensor, cfg: ViewConfig, size: int | tuple[int, int], *,
     if x.dtype == torch.uint8:
         x = x.to(torch.float32) / 255.0
     _check_images(x, "make_view")
-    cfg.validate_for(x.shape[1])
-    x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, generator=generator)
-    x = random_horizontal_flip(x, cfg.flip, generator=generator)
-    x = color_jitter(x, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p, generator=generator)
-    if x.shape[1] == 3:
-        x = random_grayscale(x, cfg.grayscale_p, generator=generator)
-    return gaussian_blur(x, cfg.blur_p, cfg.blur_sigma, cfg.blur_kernel_size, generator=generator)
+    params = sample_view_params(x.shape[0], x.shape[2], x.shape[3], x.shape[1], cfg, device=x.device,
+                                generator=generator)
+    return apply_view(x, params, cfg, size)

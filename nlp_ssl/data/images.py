@@ -53,9 +53,11 @@ __all__ = [
     "ImageDataset",
     "channel_stats",
     "collate_images",
+    "hold_out",
     "load_image_set",
     "normalize",
     "resize_images",
+    "subset",
     "to_float",
 ]
 
@@ -505,6 +507,47 @@ def load_image_set(
     else:
         dsd, what = _load_hub(spec, hub_config), f"hub dataset {spec}" + (f" ({hub_config})" if hub_config else "")
     return _from_datasets(dsd, split, image_column, label_column, what, image_size, max_samples)
+
+
+def hold_out(data: ImageData, size: int) -> tuple[ImageData, ImageData]:
+    """Split ``size`` images off ``data`` (e.g. a validation set carved from a train split): ``(rest, held)``.
+
+    The held-out images are a deterministic, class-proportional subset (salted hashes of their positions, as
+    for ``max_samples``), the same on every machine; both parts keep the source order.
+
+    Raises:
+        UserError: ``size`` is not between 1 and ``len(data) - 1``.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size < len(data):
+        raise UserError(f"cannot hold out {size!r} of the {len(data)} images of {data.source}; give a number "
+                        f"between 1 and {len(data) - 1}")
+    labels = data.labels.numpy() if data.labels is not None else None
+    held = torch.from_numpy(_subset_indices(f"{data.source}:held_out", len(data), size, labels))
+    keep = torch.ones(len(data), dtype=torch.bool)
+    keep[held] = False
+
+    def part(rows: torch.Tensor, name: str) -> ImageData:
+        return ImageData(images=data.images[rows], labels=None if data.labels is None else data.labels[rows],
+                         class_names=data.class_names, source=f"{data.source}[{name}]")
+
+    return part(keep.nonzero().squeeze(1), "rest"), part(held, "held_out")
+
+
+def subset(data: ImageData, size: int | None) -> ImageData:
+    """A deterministic, class-proportional subset of ``size`` images in source order (as ``load_image_set``'s
+    ``max_samples`` picks them); ``data`` itself when ``size`` is None or not smaller than it.
+
+    Raises:
+        UserError: ``size`` is not a positive integer.
+    """
+    if size is None or (not isinstance(size, bool) and isinstance(size, int) and size >= len(data)):
+        return data
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UserError(f"a subset size must be a positive integer (or None for all images), got {size!r}")
+    labels = data.labels.numpy() if data.labels is not None else None
+    rows = torch.from_numpy(_subset_indices(data.source, len(data), size, labels))
+    return ImageData(images=data.images[rows], labels=None if data.labels is None else data.labels[rows],
+                     class_names=data.class_names, source=data.source)
 
 
 class ImageDataset(torch.utils.data.Dataset):

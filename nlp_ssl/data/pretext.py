@@ -30,7 +30,7 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +40,12 @@ from nlp_ssl.errors import UserError
 
 __all__ = [
     "NEIGHBOUR_OFFSETS",
+    "ColourDrop",
+    "GridDraw",
+    "apply_colour_drop",
+    "apply_rotation",
+    "crop_patch_pairs",
+    "cut_jigsaw_tiles",
     "drop_colour_channels",
     "grid_extent",
     "inpainting_mask",
@@ -50,6 +56,9 @@ __all__ = [
     "permutation_set_stats",
     "random_rotation",
     "rotate_batch",
+    "sample_colour_drop",
+    "sample_jigsaw",
+    "sample_patch_pair_geometry",
     "sample_patch_pairs",
 ]
 
@@ -134,11 +143,11 @@ def patch_grid_fits(image_size: int | Sequence[int], patch: int, gap: int, jitte
     return extent <= height and extent <= width
 
 
-def _check_grid(x: torch.Tensor, patch: int, gap: int, jitter: int, grid: int, what: str) -> None:
+def _check_grid(hw: Sequence[int], patch: int, gap: int, jitter: int, grid: int, what: str) -> None:
     if patch < 1 or gap < 0 or jitter < 0:
         raise UserError(f"{what}: patch must be >= 1 and gap, jitter >= 0, got patch={patch}, gap={gap}, "
                         f"jitter={jitter}")
-    height, width = x.shape[-2:]
+    height, width = int(hw[-2]), int(hw[-1])
     if not patch_grid_fits((height, width), patch, gap, jitter, grid):
         extent = grid_extent(patch, gap, jitter, grid)
         raise UserError(
@@ -146,13 +155,10 @@ def _check_grid(x: torch.Tensor, patch: int, gap: int, jitter: int, grid: int, w
             f"{extent}x{extent} pixels but the images are {height}x{width}; use a smaller patch, gap or jitter")
 
 
-def _grid_corners(x: torch.Tensor, patch: int, gap: int, jitter: int, grid: int,
-                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _grid_corners(batch: int, height: int, width: int, patch: int, gap: int, jitter: int, grid: int,
+                  device: torch.device, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-left corners ``(top [B, g*g], left [B, g*g])`` of every grid patch, cells in raster order."""
-    batch = x.shape[0]
-    height, width = x.shape[-2:]
     extent = grid_extent(patch, gap, jitter, grid)
-    device = x.device
     origin_y = _randint(height - extent + 1, (batch, 1), device, generator)
     origin_x = _randint(width - extent + 1, (batch, 1), device, generator)
     stride = patch + 2 * jitter + gap
@@ -161,6 +167,19 @@ def _grid_corners(x: torch.Tensor, patch: int, gap: int, jitter: int, grid: int,
     cell_x = (cell % grid) * stride + jitter
     offsets = _randint(2 * jitter + 1, (2, batch, grid * grid), device, generator) - jitter
     return origin_y + cell_y + offsets[0], origin_x + cell_x + offsets[1]
+
+
+class GridDraw(NamedTuple):
+    """The random geometry of a patch-pair or jigsaw draw, one row per image.
+
+    Attributes:
+        label: int64 ``[B]``, the class to predict (neighbour position or permutation index).
+        top, left: int64 ``[B, g*g]``, top-left corner of each grid cell's patch (cells in raster order).
+    """
+
+    label: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------- rotation
@@ -204,11 +223,28 @@ def random_rotation(x: torch.Tensor, generator: torch.Generator | None = None
     """
     _check_square(x, "random_rotation")
     labels = _randint(4, (x.shape[0],), x.device, generator)
+    return apply_rotation(x, labels), labels
+
+
+def apply_rotation(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Turn image ``i`` by ``labels[i] * 90`` degrees counter-clockwise (labels as in :func:`rotate_batch`).
+
+    Args:
+        x: ``[B, C, H, W]`` float images with ``H == W``.
+        labels: int64 ``[B]`` in ``0..3``.
+
+    Returns:
+        ``[B, C, H, W]``.
+    """
+    _check_square(x, "apply_rotation")
+    if labels.shape != x.shape[:1]:
+        raise UserError(f"apply_rotation: labels must be [B] = [{x.shape[0]}], got shape {tuple(labels.shape)}")
+    labels = labels.to(x.device)
     out = x.clone()
     for k in range(1, 4):  # four batched rotations, not a loop over images
         chosen = labels == k
         out[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
-    return out, labels
+    return out
 
 
 # --------------------------------------------------------------------------------- relative patch position
@@ -230,11 +266,43 @@ def drop_colour_channels(patches: torch.Tensor, generator: torch.Generator | Non
     """
     if patches.dim() != 4 or patches.shape[1] != 3:
         raise UserError(f"colour dropping needs [N, 3, p, p] patches, got shape {tuple(patches.shape)}")
+    drop = sample_colour_drop(patches.shape[0], patches.shape[-2], patches.shape[-1], device=patches.device,
+                              generator=generator)
+    return apply_colour_drop(patches, drop)
+
+
+class ColourDrop(NamedTuple):
+    """The draws of :func:`drop_colour_channels`, one row per patch.
+
+    Attributes:
+        keep: int64 ``[N]``, the colour channel each patch keeps.
+        noise: float ``[N, 3, p, p]`` standard normal noise (scaled per patch when applied).
+    """
+
+    keep: torch.Tensor
+    noise: torch.Tensor
+
+
+def sample_colour_drop(n: int, height: int, width: int, *, device: torch.device | str = "cpu",
+                       generator: torch.Generator | None = None) -> ColourDrop:
+    """Draw which channel each of ``n`` RGB patches keeps and the noise of the other two (see
+    :func:`drop_colour_channels`, which draws the same numbers in the same order)."""
+    device = torch.device(device)
+    keep = _randint(3, (n,), device, generator)
+    return ColourDrop(keep, _rand((n, 3, height, width), device, generator, normal=True))
+
+
+def apply_colour_drop(patches: torch.Tensor, drop: ColourDrop) -> torch.Tensor:
+    """Keep channel ``drop.keep[i]`` of patch ``i`` and replace the others by its noise, scaled to 1/100 of the
+    kept channel's standard deviation: ``[N, 3, p, p]`` -> ``[N, 3, p, p]``."""
+    if patches.dim() != 4 or patches.shape[1] != 3 or drop.noise.shape != patches.shape:
+        raise UserError(f"colour dropping needs [N, 3, p, p] patches and noise of the same shape, got "
+                        f"{tuple(patches.shape)} and {tuple(drop.noise.shape)}")
     n = patches.shape[0]
-    keep = _randint(3, (n,), patches.device, generator)
+    keep = drop.keep.to(patches.device)
     kept = patches[torch.arange(n, device=patches.device), keep]  # [N, p, p]
     scale = _COLOUR_DROP_NOISE * kept.flatten(1).std(dim=1)  # [N]
-    noise = _rand(patches.shape, patches.device, generator, normal=True) * scale[:, None, None, None]
+    noise = drop.noise.to(device=patches.device, dtype=patches.dtype) * scale[:, None, None, None]
     is_kept = F.one_hot(keep, 3).bool()[:, :, None, None]
     return torch.where(is_kept, patches, noise)
 
@@ -265,21 +333,50 @@ def sample_patch_pairs(x: torch.Tensor, patch: int, gap: int, jitter: int, drop_
         UserError: the grid does not fit the images (:func:`patch_grid_fits`).
     """
     _check_images(x, "sample_patch_pairs")
-    _check_grid(x, patch, gap, jitter, 3, "sample_patch_pairs")
-    batch, device = x.shape[0], x.device
+    geometry = sample_patch_pair_geometry(x.shape[0], x.shape[-2], x.shape[-1], patch, gap, jitter,
+                                          device=x.device, generator=generator)
+    centre, neighbour, label = crop_patch_pairs(x, geometry, patch)
+    if drop_channels and x.shape[1] == 3:
+        both = drop_colour_channels(torch.cat([centre, neighbour]), generator)
+        centre, neighbour = both[:x.shape[0]], both[x.shape[0]:]
+    return centre, neighbour, label
+
+
+def sample_patch_pair_geometry(batch: int, height: int, width: int, patch: int, gap: int, jitter: int, *,
+                               device: torch.device | str = "cpu",
+                               generator: torch.Generator | None = None) -> GridDraw:
+    """Draw the neighbour label and the 3x3 grid of :func:`sample_patch_pairs` for ``batch`` images of
+    ``height x width`` pixels, without the images (so a global batch can be drawn and sliced per process).
+
+    Raises:
+        UserError: the grid does not fit the images (:func:`patch_grid_fits`).
+    """
+    _check_grid((height, width), patch, gap, jitter, 3, "sample_patch_pairs")
+    device = torch.device(device)
     label = _randint(8, (batch,), device, generator)
-    top, left = _grid_corners(x, patch, gap, jitter, 3, generator)
+    top, left = _grid_corners(batch, height, width, patch, gap, jitter, 3, device, generator)
+    return GridDraw(label, top, left)
+
+
+def crop_patch_pairs(x: torch.Tensor, geometry: GridDraw, patch: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut the (centre, neighbour) pairs that ``geometry`` (:func:`sample_patch_pair_geometry`) places.
+
+    Returns:
+        ``(centre [B, C, p, p], neighbour [B, C, p, p], label [B])``.
+    """
+    _check_images(x, "crop_patch_pairs")
+    batch, device = x.shape[0], x.device
+    label, top, left = (t.to(device) for t in geometry)
+    if label.shape != (batch,):
+        raise UserError(f"crop_patch_pairs: geometry holds {label.shape[0]} draws for {batch} images")
     # Cells 0..8 in raster order; the labels skip the centre cell 4.
     neighbour_cell = label + (label >= 4).long()
     rows = torch.arange(batch, device=device)
     images = torch.cat([rows, rows])
-    centre_and_neighbour = _crop(
-        x, images,
-        torch.cat([top[:, 4], top[rows, neighbour_cell]]),
-        torch.cat([left[:, 4], left[rows, neighbour_cell]]), patch)
-    if drop_channels and x.shape[1] == 3:
-        centre_and_neighbour = drop_colour_channels(centre_and_neighbour, generator)
-    return centre_and_neighbour[:batch], centre_and_neighbour[batch:], label
+    both = _crop(x, images, torch.cat([top[:, 4], top[rows, neighbour_cell]]),
+                 torch.cat([left[:, 4], left[rows, neighbour_cell]]), patch)
+    return both[:batch], both[batch:], label
 
 
 # --------------------------------------------------------------------------------------------------- jigsaw
@@ -398,22 +495,55 @@ def jigsaw_batch(x: torch.Tensor, perms: torch.Tensor, grid: int = 3, *, tile: i
         UserError: the grid does not fit the images, or ``perms`` does not match ``grid``.
     """
     _check_images(x, "jigsaw_batch")
+    _check_perms(perms, grid, "jigsaw_batch")
+    draw = sample_jigsaw(x.shape[0], x.shape[-2], x.shape[-1], perms.shape[0], grid, tile, gap, jitter,
+                         device=x.device, generator=generator)
+    return cut_jigsaw_tiles(x, perms, draw, tile, normalize_tiles=normalize_tiles), draw.label
+
+
+def _check_perms(perms: torch.Tensor, grid: int, what: str) -> None:
     n_tiles = grid * grid
     if perms.dim() != 2 or perms.shape[1] != n_tiles:
-        raise UserError(f"jigsaw_batch: perms must be [P, {n_tiles}] for a {grid}x{grid} grid, "
+        raise UserError(f"{what}: perms must be [P, {n_tiles}] for a {grid}x{grid} grid, "
                         f"got shape {tuple(perms.shape)}")
-    _check_grid(x, tile, gap, jitter, grid, "jigsaw_batch")
+
+
+def sample_jigsaw(batch: int, height: int, width: int, n_perms: int, grid: int = 3, tile: int = 8, gap: int = 0,
+                  jitter: int = 0, *, device: torch.device | str = "cpu",
+                  generator: torch.Generator | None = None) -> GridDraw:
+    """Draw the permutation index and the grid of :func:`jigsaw_batch` for ``batch`` images of ``height x
+    width`` pixels, without the images (so a global batch can be drawn and sliced per process).
+
+    Raises:
+        UserError: the grid does not fit the images.
+    """
+    _check_grid((height, width), tile, gap, jitter, grid, "jigsaw_batch")
+    device = torch.device(device)
+    label = _randint(n_perms, (batch,), device, generator)
+    top, left = _grid_corners(batch, height, width, tile, gap, jitter, grid, device, generator)
+    return GridDraw(label, top, left)
+
+
+def cut_jigsaw_tiles(x: torch.Tensor, perms: torch.Tensor, draw: GridDraw, tile: int, *,
+                     normalize_tiles: bool = False) -> torch.Tensor:
+    """The shuffled tiles ``[B, g*g, C, tile, tile]`` that ``draw`` (:func:`sample_jigsaw`) describes.
+
+    ``tiles[b, i]`` is the tile of grid cell ``perms[draw.label[b], i]``; see :func:`jigsaw_batch`.
+    """
+    _check_images(x, "cut_jigsaw_tiles")
     batch, device = x.shape[0], x.device
-    perms = perms.to(device)
-    label = _randint(perms.shape[0], (batch,), device, generator)
-    top, left = _grid_corners(x, tile, gap, jitter, grid, generator)
-    order = perms[label]  # [B, n]: which cell goes to each input slot
+    label, top, left = (t.to(device) for t in draw)
+    n_tiles = top.shape[1]
+    _check_perms(perms, math.isqrt(n_tiles), "cut_jigsaw_tiles")
+    if label.shape != (batch,):
+        raise UserError(f"cut_jigsaw_tiles: the draw holds {label.shape[0]} puzzles for {batch} images")
+    order = perms.to(device)[label]  # [B, n]: which cell goes to each input slot
     images = torch.arange(batch, device=device).repeat_interleave(n_tiles)
     tiles = _crop(x, images, top.gather(1, order).reshape(-1), left.gather(1, order).reshape(-1), tile)
     if normalize_tiles:
         flat = tiles.flatten(1)
         tiles = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-5)).view_as(tiles)
-    return tiles.view(batch, n_tiles, *tiles.shape[1:]), label
+    return tiles.view(batch, n_tiles, *tiles.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------- inpainting masks
@@ -499,7 +629,7 @@ def inpainting_mask(shape: Sequence[int], kind: Literal["central", "block", "reg
 
 
 def masked_l2_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, overlap: int = 0,
-                   overlap_weight: float = 10.0) -> torch.Tensor:
+                   overlap_weight: float = 10.0, per_image: bool = False) -> torch.Tensor:
     """The context encoder's reconstruction loss: mean squared error over the hidden region.
 
     Pathak et al. 2016, reconstruction loss: ``|| M * (x - F((1 - M) * x)) ||^2`` with ``M`` the hidden
@@ -517,9 +647,12 @@ def masked_l2_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
         mask: ``[B, 1, H, W]`` bool, True where hidden (:func:`inpainting_mask`).
         overlap: width in pixels of the border of the context that also counts.
         overlap_weight: weight of the border's squared error.
+        per_image: return each image's weighted mean (``[B]``) instead of the mean over the whole batch's
+            weighted elements. The mean of the per-image losses does not depend on how a batch is split
+            (over processes or micro-batches) even when images hide different numbers of pixels.
 
     Returns:
-        scalar loss.
+        scalar loss, or ``[B]`` with ``per_image``.
     """
     if pred.shape != target.shape or pred.dim() != 4:
         raise UserError(f"masked_l2_loss: pred and target must both be [B, C, H, W], got {tuple(pred.shape)} "
@@ -538,5 +671,9 @@ def masked_l2_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
         counted = near
     else:
         counted = hidden
+    squared = weight * (pred - target).square()
+    if per_image:
+        elements = counted.sum(dim=(1, 2, 3)) * pred.shape[1]
+        return squared.sum(dim=(1, 2, 3)) / elements.clamp(min=1.0)
     elements = counted.sum() * pred.shape[1]
-    return (weight * (pred - target).square()).sum() / elements.clamp(min=1.0)
+    return squared.sum() / elements.clamp(min=1.0)

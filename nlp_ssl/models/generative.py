@@ -42,6 +42,8 @@ __all__ = [
     "PixelCNN",
     "bits_per_dim",
     "corrupt",
+    "corrupt_with",
+    "corruption_noise",
     "load_generative",
     "sample",
     "vae_loss",
@@ -107,14 +109,23 @@ def _build(cls: type[SavableModule], config: dict[str, Any], folder: str | Path,
     return module.to(device)
 
 
-def load_generative(folder: str | Path, device: str | torch.device = "cpu") -> SavableModule:
-    """Load any module of this file from its ``save`` folder, whatever its class."""
+def load_generative(folder: str | Path, device: str | torch.device = "cpu", *, weights: bool = True) -> SavableModule:
+    """Load any module of this file from its ``save`` folder, whatever its class.
+
+    ``weights=False`` builds the same architecture with fresh (random) weights instead, e.g. as the untrained
+    baseline of an evaluation; seed torch's global RNG first to make it reproducible.
+    """
     meta = _read_meta(folder)
     registry: dict[str, type[SavableModule]] = {
         c.__name__: c for c in (ConvAutoencoder, ConvVAE, ContextEncoderGenerator, PatchDiscriminator, PixelCNN)}
     if meta["class"] not in registry:
         raise UserError(f"{folder} holds an unknown module class {meta['class']!r}; expected one of "
                         f"{sorted(registry)}")
+    if not weights:
+        try:
+            return registry[meta["class"]](**meta["config"]).to(device)
+        except TypeError as err:
+            raise UserError(f"{Path(folder) / _CONFIG_FILE}: config does not fit {meta['class']} ({err})") from None
     return _build(registry[meta["class"]], meta["config"], folder, device)
 
 
@@ -197,7 +208,9 @@ def corrupt(x: torch.Tensor, kind: Literal["gaussian", "masking"], level: float,
     - ``"masking"``: set exactly ``round(level * C*H*W)`` randomly chosen elements of each image to 0 (the
       paper's masking noise: "a fixed number of components chosen at random").
 
-    The autoencoder is then trained to reconstruct the clean ``x`` from ``corrupt(x, ...)``.
+    The autoencoder is then trained to reconstruct the clean ``x`` from ``corrupt(x, ...)``. Equal to
+    ``corrupt_with(x, kind, level, corruption_noise(x.shape, kind, ...))`` (the draws and the corruption are
+    split so that a global batch's noise can be drawn once and sliced per process).
 
     Args:
         x: ``[B, C, H, W]`` float images.
@@ -207,22 +220,48 @@ def corrupt(x: torch.Tensor, kind: Literal["gaussian", "masking"], level: float,
     Returns:
         ``[B, C, H, W]``.
     """
-    draw_device = generator.device if generator is not None else x.device
+    _check_corruption(kind, level)
+    return corrupt_with(x, kind, level, corruption_noise(x.shape, kind, device=x.device, generator=generator))
+
+
+def _check_corruption(kind: str, level: float) -> None:
     if kind == "gaussian":
         if level < 0:
             raise UserError(f"gaussian corruption level (noise std) must be >= 0, got {level}")
-        return x + level * torch.randn(x.shape, generator=generator, device=draw_device).to(x.device)
-    if kind == "masking":
+    elif kind == "masking":
         if not 0.0 <= level <= 1.0:
             raise UserError(f"masking corruption level (fraction zeroed) must be in [0, 1], got {level}")
-        flat = x.reshape(x.shape[0], -1)
-        zeroed = round(level * flat.shape[1])
-        # The `zeroed` smallest of i.i.d. uniforms per row are a uniformly random subset of that size.
-        scores = torch.rand(flat.shape, generator=generator, device=draw_device).to(x.device)
-        drop = torch.zeros_like(flat, dtype=torch.bool)
-        drop.scatter_(1, scores.topk(zeroed, dim=1, largest=False).indices, True)
-        return flat.masked_fill(drop, 0.0).view_as(x)
-    raise UserError(f"unknown corruption {kind!r}; use 'gaussian' or 'masking'")
+    else:
+        raise UserError(f"unknown corruption {kind!r}; use 'gaussian' or 'masking'")
+
+
+def corruption_noise(shape: tuple[int, ...] | torch.Size, kind: Literal["gaussian", "masking"], *,
+                     device: torch.device | str | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """The random numbers behind :func:`corrupt`: standard normal (``"gaussian"``) or uniform scores
+    (``"masking"``: the lowest ``level`` share of each image's scores are zeroed), shaped ``shape``."""
+    _check_corruption(kind, 0.0)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    draw_device = generator.device if generator is not None else device
+    draw = torch.randn if kind == "gaussian" else torch.rand
+    return draw(tuple(shape), generator=generator, device=draw_device).to(device)
+
+
+def corrupt_with(x: torch.Tensor, kind: Literal["gaussian", "masking"], level: float,
+                 noise: torch.Tensor) -> torch.Tensor:
+    """Corrupt ``x`` ``[B, C, H, W]`` with drawn ``noise`` of the same shape (:func:`corruption_noise`)."""
+    _check_corruption(kind, level)
+    if noise.shape != x.shape:
+        raise UserError(f"corrupt_with: noise {tuple(noise.shape)} must have the images' shape {tuple(x.shape)}")
+    noise = noise.to(x.device)
+    if kind == "gaussian":
+        return x + level * noise.to(x.dtype)
+    flat = x.reshape(x.shape[0], -1)
+    zeroed = round(level * flat.shape[1])
+    # The `zeroed` smallest of i.i.d. uniforms per row are a uniformly random subset of that size.
+    drop = torch.zeros_like(flat, dtype=torch.bool)
+    drop.scatter_(1, noise.reshape(flat.shape).topk(zeroed, dim=1, largest=False).indices, True)
+    return flat.masked_fill(drop, 0.0).view_as(x)
 
 
 class ConvAutoencoder(SavableModule):
@@ -297,23 +336,30 @@ class ConvVAE(SavableModule):
         return mu, logvar
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``: a sample that gradients flow through."""
-        draw_device = generator.device if generator is not None else mu.device
-        eps = torch.randn(mu.shape, generator=generator, device=draw_device, dtype=mu.dtype).to(mu.device)
-        return mu + torch.exp(0.5 * logvar) * eps
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                       eps: torch.Tensor | None = None) -> torch.Tensor:
+        """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``: a sample that gradients flow through.
+
+        ``eps`` ``[B, D]`` may be given (drawn elsewhere, e.g. for a global batch); otherwise it is drawn here.
+        """
+        if eps is None:
+            draw_device = generator.device if generator is not None else mu.device
+            eps = torch.randn(mu.shape, generator=generator, device=draw_device, dtype=mu.dtype)
+        elif eps.shape != mu.shape:
+            raise UserError(f"reparameterize: eps {tuple(eps.shape)} must have the shape of mu {tuple(mu.shape)}")
+        return mu + torch.exp(0.5 * logvar) * eps.to(device=mu.device, dtype=mu.dtype)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z [B, D]`` -> Bernoulli logits ``[B, C, S, S]``."""
         h = F.relu(self.from_latent(z))
         return self.decoder(h.view(-1, self.encoder.out_channels, self.encoder.out_side, self.encoder.out_side))
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``[B, C, S, S]`` -> ``(recon_logits [B, C, S, S], mu [B, D], logvar [B, D])``."""
+        """``[B, C, S, S]`` -> ``(recon_logits [B, C, S, S], mu [B, D], logvar [B, D])``; ``eps`` ``[B, D]``
+        optionally gives the reparameterisation noise (see :meth:`reparameterize`)."""
         mu, logvar = self.encode(x)
-        return self.decode(self.reparameterize(mu, logvar, generator)), mu, logvar
+        return self.decode(self.reparameterize(mu, logvar, generator, eps)), mu, logvar
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior mean ``mu [B, D]`` as a representation."""
