@@ -13,6 +13,9 @@ prints a markdown table with the CPU time (user + system, children included) of 
 evaluation. Training runs are skipped when their ``final/`` exists (delete the folder to retrain).
 
     python scripts/contrastive_e2e.py [--pretrain] [--checkpoint runs/mlm-ptb/final] [--out runs/contrastive-e2e]
+
+Results are kept in ``--out`` and reused, so several invocations with ``--only`` may share the work (e.g. in
+parallel) and a last one without it prints the whole table.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["trec", "bbc_news"]
 
-#: (row name, config, overrides): trained rows, in table order.
+#: (key, row name, config, overrides): trained rows, in table order.
 TRAINED = [
-    ("SimCSE (dropout views)", "simcse", []),
-    ("SimCSE + crop / word deletion", "simcse", ["views.crop_min=0.7", "views.word_deletion=0.1"]),
-    ("MoCo (queue 1,024)", "moco", []),
-    ("CPC (GRU, 4 steps)", "cpc", []),
+    ("simcse", "SimCSE: dropout views, NT-Xent", "simcse", []),
+    ("simcse_aug", "SimCSE + span crop 60-100% + word deletion 15%", "simcse",
+     ["views.crop_min=0.6", "views.word_deletion=0.15"]),
+    ("moco", "MoCo: same views, EMA key encoder, queue of 1,024", "moco", []),
+    ("cpc", "CPC: GRU context, 4 tokens ahead", "cpc", []),
 ]
 
 
@@ -57,9 +61,14 @@ def _run(args: list[str], log: Path) -> float:
 
 
 def _evaluate(source: str, out: Path, name: str, extra: list[str] | None = None) -> tuple[dict, float]:
-    target = out / f"{name}.json"
+    """Scores and CPU seconds of one evaluation (kept in ``<name>.json`` / ``<name>.cpu.json`` and reused)."""
+    target, cpu_file = out / f"{name}.json", out / f"{name}.cpu.json"
+    if target.is_file() and cpu_file.is_file():
+        return json.loads(target.read_text()), json.loads(cpu_file.read_text())["eval_cpu"]
+    print(f"evaluating {name} ...", flush=True)
     cpu = _run(["-m", "nlp_ssl.cli", "eval", "sentence", source, "--task", *TASKS, "--json", str(target),
                 *(extra or [])], out / f"{name}.eval.log")
+    cpu_file.write_text(json.dumps({"eval_cpu": cpu}) + "\n")
     return json.loads(target.read_text()), cpu
 
 
@@ -88,7 +97,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="runs/mlm-ptb/final", help="the main job's export")
     parser.add_argument("--pretrain", action="store_true", help="train the checkpoint first (the main command)")
     parser.add_argument("--out", default="runs/contrastive-e2e", help="folder for runs, logs and results")
-    parser.add_argument("--skip", nargs="*", default=[], help="rows to leave out, by config name (e.g. cpc)")
+    parser.add_argument("--only", nargs="*", help="rows to compute, by key (random_init checkpoint_mean simcse "
+                        "simcse_aug moco cpc minilm); the table shows every row with results in --out")
     args = parser.parse_args()
     out = (REPO / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,17 +110,20 @@ def main() -> None:
     if not (checkpoint / "config.json").is_file():
         raise SystemExit(f"no checkpoint at {checkpoint}; pass --pretrain or --checkpoint")
 
-    baselines = [("random-init encoder (same architecture)", str(checkpoint), "random_init", ["--init", "random"]),
-                 ("main-job checkpoint, mean pooling", str(checkpoint), "checkpoint_mean", [])]
-    for name, source, key, extra in baselines:
-        print(f"evaluating {name} ...", flush=True)
-        result, cpu = _evaluate(source, out, key, extra)
-        rows.append({"name": name, "result": result, "eval_cpu": cpu})
+    def wanted(key: str) -> bool:
+        done = (out / f"{key}.json").is_file() and (out / f"{key}.cpu.json").is_file()
+        return args.only is None or key in args.only or done
 
-    for name, config, overrides in TRAINED:
-        if config in args.skip:
+    baselines = [("random_init", "random-init encoder (same architecture)", ["--init", "random"]),
+                 ("checkpoint_mean", "main-job checkpoint, mean pooling", [])]
+    for key, name, extra in baselines:
+        if wanted(key):
+            result, cpu = _evaluate(str(checkpoint), out, key, extra)
+            rows.append({"name": name, "result": result, "eval_cpu": cpu})
+
+    for key, name, config, overrides in TRAINED:
+        if not wanted(key):
             continue
-        key = name.split(" (")[0].lower().replace(" + ", "_").replace(" / ", "_").replace(" ", "_")
         run_dir = out / key
         train_cpu = None
         if not (run_dir / "final" / "config.json").is_file():
@@ -122,14 +135,12 @@ def main() -> None:
         elif (run_dir / "cpu_seconds.json").is_file():
             train_cpu = json.loads((run_dir / "cpu_seconds.json").read_text())["train_cpu"]
         state = json.loads((run_dir / "final" / "trainer_state.json").read_text())
-        print(f"evaluating {name} ...", flush=True)
         result, cpu = _evaluate(str(run_dir / "final"), out, key)
         rows.append({"name": name, "result": result, "eval_cpu": cpu, "train_cpu": train_cpu,
                      "steps": state.get("step"), "train_wall": state.get("train_seconds")})
 
     minilm = _minilm()
-    if minilm:
-        print("evaluating all-MiniLM-L6-v2 ...", flush=True)
+    if minilm and wanted("minilm"):
         result, cpu = _evaluate(minilm, out, "minilm")
         rows.append({"name": "reference: all-MiniLM-L6-v2 (22.7M params, trained on 1B pairs)", "result": result,
                      "eval_cpu": cpu})

@@ -20,8 +20,8 @@ from torch import nn
 
 from nlp_ssl.errors import UserError
 
-__all__ = ["POOLING_FILE", "POOLINGS", "ProjectionHead", "causal_attention_mask", "load_backbone", "pool",
-           "read_pooling", "save_sentence_encoder"]
+__all__ = ["POOLING_FILE", "POOLINGS", "ProjectionHead", "causal_attention_mask", "load_backbone",
+           "load_tokenizer_and_config", "pool", "read_pooling", "save_sentence_encoder"]
 
 POOLINGS = ("mean", "cls")
 POOLING_FILE = "sentence_pooling.json"
@@ -78,6 +78,32 @@ def causal_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return mask | torch.eye(t, dtype=torch.bool, device=attention_mask.device)[None, None]
 
 
+def load_tokenizer_and_config(source: str) -> tuple[Any, Any]:
+    """``(tokenizer, config)`` of a checkpoint without loading its weights (checks and data preparation).
+
+    Raises:
+        UserError: as :func:`load_backbone`.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from nlp_ssl.data.task_data import has_tokenizer_files
+    from nlp_ssl.models.checkpoint import quiet_transformers
+
+    if not has_tokenizer_files(source):
+        raise UserError(f"{source} has no tokenizer files; save the tokenizer next to the model (tokenizer.json)")
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as err:  # noqa: BLE001 - missing folder, bad files, hub unreachable: one actionable line
+        first = " ".join(str(err).split())[:200] or type(err).__name__
+        raise UserError(f"could not load {source!r} as a transformers encoder with a tokenizer ({first}); pass "
+                        "a run's final/ folder, a transformers model folder or a hub id") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer, config
+
+
 def load_backbone(source: str, *, dropout: float | None = None, init: str = "pretrained") -> tuple[Any, Any]:
     """``(encoder, tokenizer)`` from a checkpoint folder or hub id (``AutoModel``: the LM head is dropped).
 
@@ -92,31 +118,24 @@ def load_backbone(source: str, *, dropout: float | None = None, init: str = "pre
     Raises:
         UserError: the folder or hub id cannot be loaded, or has no tokenizer files.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
-    from nlp_ssl.data.task_data import has_tokenizer_files
     from nlp_ssl.models.checkpoint import quiet_transformers
 
     if init not in ("pretrained", "random"):
         raise UserError(f"init must be 'pretrained' or 'random', got {init!r}")
-    if not has_tokenizer_files(source):
-        raise UserError(f"{source} has no tokenizer files; save the tokenizer next to the model (tokenizer.json)")
+    tokenizer, config = load_tokenizer_and_config(source)
+    if dropout is not None:
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if hasattr(config, key):
+                setattr(config, key, dropout)
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(source)
-            if dropout is not None:
-                for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
-                    if hasattr(config, key):
-                        setattr(config, key, dropout)
-            tokenizer = AutoTokenizer.from_pretrained(source)
             model = (AutoModel.from_config(config) if init == "random"
                      else AutoModel.from_pretrained(source, config=config))
-    except Exception as err:  # noqa: BLE001 - missing folder, bad files, hub unreachable: one actionable line
+    except Exception as err:  # noqa: BLE001 - missing or corrupt weights: one actionable line
         first = " ".join(str(err).split())[:200] or type(err).__name__
-        raise UserError(f"could not load {source!r} as a transformers encoder with a tokenizer ({first}); pass "
-                        "a run's final/ folder, a transformers model folder or a hub id") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        raise UserError(f"could not load the weights of {source!r} as a transformers encoder ({first})") from None
     pooler = getattr(model, "pooler", None)
     if isinstance(pooler, nn.Module):
         pooler.requires_grad_(False)

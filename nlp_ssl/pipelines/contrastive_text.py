@@ -176,7 +176,7 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
 
     def prepare_inputs(self, cfg: ContrastiveTextConfig) -> _Inputs:
         from nlp_ssl.data.sentences import read_labelled_file, read_pairs_file
-        from nlp_ssl.models.sentence_encoder import load_backbone
+        from nlp_ssl.models.sentence_encoder import load_tokenizer_and_config
 
         inputs = _Inputs()
         if cfg.data.pairs_file:
@@ -196,16 +196,16 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
                 load_labelled_set(task)  # fail now, not after training
             if cfg.evaluation.pairs_file:
                 read_sts_pairs(cfg.evaluation.pairs_file)
-        load_backbone(cfg.model.name_or_path)  # a bad checkpoint stops the run before anything is written
+        load_tokenizer_and_config(cfg.model.name_or_path)  # a bad checkpoint stops the run before anything is written
         return inputs
 
     def build_data(self, ctx: RunContext[ContrastiveTextConfig]) -> RunData:
         from nlp_ssl.data.sentences import (PairCollator, TextCollator, sentence_texts, tokenize_labelled,
                                             tokenize_pairs, tokenize_texts)
-        from nlp_ssl.models.sentence_encoder import load_backbone
+        from nlp_ssl.models.sentence_encoder import load_tokenizer_and_config
 
         cfg, inputs = ctx.config, ctx.inputs
-        _, tokenizer = load_backbone(cfg.model.name_or_path)
+        tokenizer, _ = load_tokenizer_and_config(cfg.model.name_or_path)
         length = cfg.data.max_length
         if inputs.pairs is not None:
             parts = inputs.pairs.train_test_split(test_size=min(0.1, 200 / max(len(inputs.pairs), 1)), seed=0) \
@@ -297,9 +297,8 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
             metrics=metrics, tags=["sentence-embeddings", "contrastive", c.method], items_name="sentences",
             description=(f"A sentence encoder ({cfg.model.pooling} pooling) trained contrastively from "
                          f"`{portable_path(cfg.model.name_or_path)}`"
-                         f"{' (random init)' if cfg.model.init == 'random' else ''}. The projection head used in "
-                         "training is not part of the export; the pooling is recorded in `config.json` "
-                         "(`sentence_pooling`) and `sentence_pooling.json`."),
+                         f"{' (random init)' if cfg.model.init == 'random' else ''}. {_heads_note(cfg)} The pooling is "
+                         "recorded in `config.json` (`sentence_pooling`) and `sentence_pooling.json`."),
         )
 
     def outcome_extra(self, ctx: RunContext[ContrastiveTextConfig], final_dir: Path) -> dict[str, Any]:
@@ -336,6 +335,14 @@ def _labelled_inputs(source: str, text_column: str, label_column: str, read_file
     train = split["train"] + split["test"]  # only one held-out part is needed: validation
     held = split["validation"]
     return ([t for t, _ in train], [y for _, y in train], names), ([t for t, _ in held], [y for _, y in held])
+
+
+def _heads_note(cfg: ContrastiveTextConfig) -> str:
+    if cfg.contrastive.method == "cpc":
+        return "The context network and the predictors used in training are not part of the export."
+    if cfg.projection.layers == 0:
+        return "The loss was computed on the pooled encoder output itself (no projection head)."
+    return "The projection head used in training is not part of the export."
 
 
 def _describe_views(views: TextViewConfig) -> str:
