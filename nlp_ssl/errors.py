@@ -30,3 +30,8 @@ def exit_on_user_error(fn: F) -> F:
             raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (whitespace collapsed, cut at ``limit``), for a one-line error."""
+    return (" ".join(str(err).split()) or type(err).__name__)[:limit]

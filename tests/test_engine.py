@@ -246,3 +246,33 @@ def test_peak_flops_is_measured_once_and_configurable(tmp_path, monkeypatch):
     monkeypatch.setattr(flops, "measure_peak_flops", lambda device, dtype: calls.append(1) or 5e10)
     assert flops.peak_flops(torch.device("cpu")) == 5e10
     assert flops.peak_flops(torch.device("cpu")) == 5e10 and len(calls) == 1  # cached per machine
+
+
+def test_export_takes_a_gathered_state_dict_as_under_fsdp(tmp_path):
+    """Under FSDP the engine hands export the whole state gathered from the shards; the folder holds it."""
+    from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+
+    from nlp_ssl.objectives.lm import MaskedLMObjective
+    from nlp_ssl.objectives.masking import MaskingConfig
+    from test_randomness_rule import _tokenizer
+
+    tok = _tokenizer("wordpiece")
+    objective = MaskedLMObjective(BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1,
+                                                             num_attention_heads=2, intermediate_size=32)),
+                                  tok, MaskingConfig())
+    gathered = {k: torch.full_like(v, 0.5) if k.endswith("query.weight") else v for k, v in objective.state_dict().items()}
+    objective.export(tmp_path, state_dict=gathered)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert torch.all(loaded.bert.encoder.layer[0].attention.self.query.weight == 0.5)
+
+
+def test_every_hardware_config_loads_in_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "recipes/configs/accelerate").glob("*.yaml"))
+    assert {p.name for p in configs} >= {"cpu_2proc.yaml", "multi_gpu.yaml", "single_gpu.yaml", "fsdp.yaml"}
+    for path in configs:
+        config = load_config_from_file(str(path))
+        assert config.num_processes >= 1, path
+    fsdp = load_config_from_file(str(configs[[p.name for p in configs].index("fsdp.yaml")]))
+    assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_version"] == 2

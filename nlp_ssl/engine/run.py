@@ -28,7 +28,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import Dataset, IterableDataset
 
 from nlp_ssl.config import TrainingConfig, to_dict
-from nlp_ssl.engine.atomic import atomic_write_text
+from nlp_ssl.atomic import atomic_write_text
 from nlp_ssl.engine.run_dir import RunDirectory
 from nlp_ssl.engine.trainer import TrainResult, Trainer, make_accelerator
 from nlp_ssl.hub.model_card import CardInfo, write_model_card

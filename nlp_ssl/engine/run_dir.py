@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from nlp_ssl.engine.atomic import atomic_write_text
+from nlp_ssl.atomic import atomic_write_text
 from nlp_ssl.errors import UserError
 
 # Keys a rerun may change without invalidating the checkpoints (e.g. train longer, log more often).

@@ -28,13 +28,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from nlp_ssl.config import TrainingConfig
 from nlp_ssl.distributed import DistContext
-from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
+from nlp_ssl.atomic import atomic_directory, atomic_write_text
 from nlp_ssl.engine.best import BestModel
 from nlp_ssl.engine.flops import peak_flops
 from nlp_ssl.engine.memory import keep_freed_memory
@@ -42,6 +42,7 @@ from nlp_ssl.engine.optim import build_optimizer, build_scheduler
 from nlp_ssl.engine.run_dir import RunDirectory, flatten_config
 from nlp_ssl.engine.sampler import EpochShuffleSampler
 from nlp_ssl.engine.state_io import load_tree, save_tree
+from nlp_ssl.errors import UserError
 from nlp_ssl.hub.publish import Publisher
 from nlp_ssl.objectives.base import Objective, OptimizerSetup, StepOutput
 
@@ -165,6 +166,10 @@ class Trainer:
                                        *([eval_loader] if eval_loader is not None else []))
         self.objective, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
         self.eval_loader = prepared[4] if eval_loader is not None else None
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise UserError("DeepSpeed takes the optimizer step inside backward, which breaks this engine's "
+                            "token-weighted normalisation over micro-batches and processes; for sharded training "
+                            "use recipes/configs/accelerate/fsdp.yaml")
         self.unwrapped.setup_distributed(DistContext(accelerator.process_index, accelerator.num_processes))
         self._rng = torch.Generator(device=accelerator.device)
         self.unwrapped.rng = self._rng
@@ -491,14 +496,23 @@ class Trainer:
         """
         acc = self.accelerator
         self._window.flush_items(self.state, acc)
+        sharded = acc.distributed_type == DistributedType.FSDP
+        full_state = None
         if self.best is not None and self.best.weights is not None:
-            self.unwrapped.load_state_dict(self.best.weights)
+            if sharded:
+                full_state = self.best.weights  # already gathered whole when it was taken
+            else:
+                self.unwrapped.load_state_dict(self.best.weights)
+        elif sharded:
+            full_state = acc.get_state_dict(self.objective)  # a collective: every process gathers its shards
         acc.wait_for_everyone()
         if acc.is_main_process:
             state = {"step": self.state.step, "max_steps": self.config.max_steps, "complete": complete,
                      "epoch": self.state.epoch, "train_seconds": round(self.state.train_seconds, 2),
                      "items_seen": self.state.items_seen}
-            write_final(self.run_dir.final, self.unwrapped.export, state, eval_metrics, self.on_export)
+            write_artifact = (self.unwrapped.export if full_state is None
+                              else lambda folder: self.unwrapped.export(folder, state_dict=full_state))
+            write_final(self.run_dir.final, write_artifact, state, eval_metrics, self.on_export)
         acc.wait_for_everyone()
         return self.run_dir.final
 

@@ -11,7 +11,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nlp_ssl.errors import UserError
+from nlp_ssl.errors import UserError, first_line
 from nlp_ssl.data.task_data import has_tokenizer_files
 
 
@@ -53,11 +53,6 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _first_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text[:200]
-
-
 def load_model_config(model: str, spec: TaskSpec) -> Any:
     """The checkpoint's config with the task's head size and label names.
 
@@ -76,7 +71,7 @@ def load_model_config(model: str, spec: TaskSpec) -> Any:
         with quiet_transformers():
             return AutoConfig.from_pretrained(model, **kwargs)
     except Exception as err:  # noqa: BLE001 - missing folder, bad JSON, hub unreachable: one actionable line
-        raise UserError(f"could not load model {model!r} ({_first_line(err)}); pass a transformers model folder "
+        raise UserError(f"could not load model {model!r} ({first_line(err)}); pass a transformers model folder "
                         "(e.g. a run's final/) or a hub id") from None
 
 
@@ -140,7 +135,7 @@ def build_model(model: str, config: Any, spec: TaskSpec, init: str) -> tuple[Any
             net, info = auto.from_pretrained(model, config=config, ignore_mismatched_sizes=True,
                                              output_loading_info=True)
     except Exception as err:  # noqa: BLE001
-        raise UserError(f"could not load model {model!r} for {spec.kind} classification ({_first_line(err)})") from None
+        raise UserError(f"could not load model {model!r} for {spec.kind} classification ({first_line(err)})") from None
     new = sorted(set(info.get("missing_keys", [])) | {k for k, *_ in info.get("mismatched_keys", [])})
     unused = info.get("unexpected_keys", [])
     note = f"new weights: {', '.join(new) if new else 'none'}"

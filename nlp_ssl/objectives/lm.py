@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from nlp_ssl.objectives.base import Objective, StepOutput
+from nlp_ssl.objectives.base import Objective, StepOutput, model_state
 from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens
 
 
@@ -82,8 +82,8 @@ class MaskedLMObjective(Objective):
     def flops_per_input(self) -> float | None:
         return _transformer_flops_per_token(self.model, self.masking.mlm_probability, getattr(self, "seq_len", 0))
 
-    def export(self, output_dir: Path) -> None:
-        self.model.save_pretrained(output_dir)
+    def export(self, output_dir: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        self.model.save_pretrained(output_dir, state_dict=model_state(state_dict))
         self.tokenizer.save_pretrained(output_dir)
 
 
@@ -116,8 +116,8 @@ class CausalLMObjective(Objective):
     def flops_per_input(self) -> float | None:
         return _transformer_flops_per_token(self.model, 1.0, getattr(self, "seq_len", 0))
 
-    def export(self, output_dir: Path) -> None:
-        self.model.save_pretrained(output_dir)
+    def export(self, output_dir: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        self.model.save_pretrained(output_dir, state_dict=model_state(state_dict))
         self.tokenizer.save_pretrained(output_dir)
 
 

@@ -37,7 +37,7 @@ from accelerate import PartialState
 
 from nlp_ssl.config import TrainingConfig, dump_yaml, to_dict
 from nlp_ssl.data.glue import GlueTask, get_glue_task, load_glue_task, task_from_dict
-from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
+from nlp_ssl.atomic import atomic_directory, atomic_write_text
 from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome
 from nlp_ssl.engine.run import run as run_engine
 from nlp_ssl.engine.run_dir import RESUMABLE_KEYS
