@@ -214,7 +214,7 @@ def run_engine(setup: Setup, args: argparse.Namespace, workdir: Path) -> RunResu
     run_dir = RunDirectory(cfg.output_dir, to_dict(cfg))
     run_dir.check()
     accelerator = make_accelerator(cfg, run_dir.root)
-    run_dir.prepare(None)
+    run_dir.prepare()
     model = fresh_model(setup)
     objective = _TimedMaskedLM(model, setup.tokenizer, cfg.mlm)
     trainer = Trainer(cfg, objective, setup.train, run_dir=run_dir, accelerator=accelerator,

@@ -61,7 +61,7 @@ def train_toy(tmp_path: Path, name: str, **overrides) -> tuple[nn.Module, RunDir
     run_dir = RunDirectory(cfg.output_dir, {"max_steps": cfg.max_steps}, False)
     resume = run_dir.check()
     acc = make_accelerator(cfg, run_dir.root)
-    run_dir.prepare(None)
+    run_dir.prepare()
     objective = RaggedRegression()
     trainer = Trainer(cfg, objective, RaggedData(), run_dir=run_dir, accelerator=acc, eval_dataset=RaggedData(16))
     trainer.train(resume_from=resume)
@@ -182,7 +182,7 @@ def _engine(tmp_path: Path, name: str, objective: Objective, **overrides) -> Tra
     cfg = TrainingConfig(**{**settings, **overrides})
     run_dir = RunDirectory(cfg.output_dir, {"max_steps": cfg.max_steps}, False)
     acc = make_accelerator(cfg, run_dir.root)
-    run_dir.prepare(None)
+    run_dir.prepare()
     return Trainer(cfg, objective, RaggedData(), run_dir=run_dir, accelerator=acc, eval_dataset=RaggedData(16))
 
 

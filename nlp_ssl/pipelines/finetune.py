@@ -42,7 +42,7 @@ from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome
 from nlp_ssl.engine.run import run as run_engine
 from nlp_ssl.engine.run_dir import RESUMABLE_KEYS
 from nlp_ssl.engine.trainer import make_accelerator
-from nlp_ssl.errors import UserError
+from nlp_ssl.errors import UserError, first_line
 from nlp_ssl.eval.glue_report import (GLUE_DISPLAY_NAMES, median_over_seeds, pick_run, suite_markdown, suite_summary,
                                       task_markdown, to_json)
 from nlp_ssl.eval.metrics import GLUE_SCORE_TASKS
@@ -243,19 +243,25 @@ def prepare_root(root: Path, config: dict[str, Any], overwrite: bool, finished_m
     """Check and create a task (or suite) folder; call on the main process only.
 
     Same config: continue (finished seeds are reused), unless ``overwrite`` and the run had finished, which
-    starts it again. Different config or a foreign folder: refused, or cleared with ``overwrite``.
+    starts it again. Different config: refused, or replaced with ``overwrite``. A folder that is not an
+    nlp_ssl fine-tuning folder is never replaced.
 
     Raises:
-        UserError: the folder holds something else and ``overwrite`` is off.
+        UserError: the folder holds something else, or another config without ``overwrite``.
     """
     if root.exists() and any(root.iterdir()):
         saved = root / "config.yaml"
         if not saved.is_file():
-            if not overwrite:
-                raise UserError(f"{root} exists and is not an nlp_ssl fine-tuning folder; choose another output_dir "
-                                "or pass overwrite_output_dir=true to replace it")
-            shutil.rmtree(root)
-        elif not _same_config(saved, config, RESUMABLE_KEYS):
+            entries = sorted(p.name for p in root.iterdir())
+            raise UserError(f"{root} exists and is not an nlp_ssl fine-tuning folder (it holds "
+                            f"{', '.join(entries[:3])}{' ...' if len(entries) > 3 else ''}); choose another "
+                            "output_dir: it is never replaced")
+        try:
+            same = _same_config(saved, config, RESUMABLE_KEYS)
+        except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as err:
+            raise UserError(f"{saved} is unreadable ({first_line(err)}); restore it, or pass "
+                            "overwrite_output_dir=true to replace that fine-tuning run") from None
+        if not same:
             if not overwrite:
                 raise UserError(f"{root} holds a fine-tuning run with a different config; choose another output_dir "
                                 "or pass overwrite_output_dir=true to replace it")
