@@ -276,3 +276,34 @@ def test_every_hardware_config_loads_in_accelerate():
         assert config.num_processes >= 1, path
     fsdp = load_config_from_file(str(configs[[p.name for p in configs].index("fsdp.yaml")]))
     assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_version"] == 2
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_is_started_again(tmp_path):
+    root = tmp_path / "run"
+    first = RunDirectory(root, {"max_steps": 8, "learning_rate": 1.0}, False)
+    first.check()
+    first.prepare()  # then the run failed: only config.yaml and the marker are there
+    corrected = RunDirectory(root, {"max_steps": 8, "learning_rate": 0.1}, False, report=lambda line: None)
+    assert corrected.check() is None and corrected.replace
+    corrected.prepare()
+    assert "learning_rate: 0.1" in (root / "config.yaml").read_text()
+
+
+def test_unreadable_trainer_state_means_unfinished_and_exports_are_group_readable(tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        _, run_dir = train_toy(tmp_path, "perm", per_device_train_batch_size=8)
+    finally:
+        os.umask(old)
+    final = run_dir.root / "final"
+    assert stat.S_IMODE(final.stat().st_mode) == 0o755
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in final.iterdir() if p.is_file())
+    checkpoint = run_dir.root / "checkpoints" / "step_8"
+    assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o755
+    (final / "trainer_state.json").write_text("{garbled")
+    lines = []
+    again = RunDirectory(run_dir.root, {"max_steps": 8}, False, report=lines.append)
+    assert again.check() == checkpoint and not again.finished  # resumes (and so exports again)
+    assert "unreadable" in lines[0]

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -162,3 +163,37 @@ def test_disk_full_is_one_line_and_keeps_earlier_checkpoints(tmp_path, straight)
         assert not list((run / "out" / "checkpoints").glob(".step_*"))
     finally:
         subprocess.run(["umount", str(run)], check=False)
+
+
+class _Planted:
+    """A pickle that would leave a file behind if anything unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_unpickles_nothing_planted_in_a_checkpoint(tmp_path, straight):
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    shutil.rmtree(run / "final")
+    marker = tmp_path / "code-ran"
+    newest = run / "checkpoints" / "step_40"
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl"):
+        torch.save(_Planted(marker), newest / name)  # torch.save pickles it, as a tampered file would be
+    resumed = _launch(run)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not marker.exists(), "a pickle planted in a checkpoint was executed on resume"
+
+
+def test_a_diverging_learning_rate_is_one_line(tmp_path):
+    """The literal report: the debug masked LM at learning_rate=1e8."""
+    result = subprocess.run([sys.executable, "recipes/mlm.py", "--config", "recipes/configs/mlm/debug.yaml",
+                             f"output_dir={tmp_path / 'run'}", "learning_rate=1e8", "max_steps=10", "logging_steps=2"],
+                            cwd=REPO, env=toy_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "diverged at step" in lines[0] and "1e+08" in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "run" / "final").exists()
