@@ -133,7 +133,7 @@ def test_collator_draws_nothing_and_forward_replays_from_the_seed(name):
     assert torch.equal(torch.random.get_rng_state(), before), f"{name}: the collator drew from the global RNG"
     losses = []
     for _ in range(2):
-        torch.manual_seed(7)
-        objective.rng.manual_seed(7)  # the engine seeds both: global (local draws) and the per-example generator
+        torch.manual_seed(7)  # what the engine seeds before every step: the global RNG and the objective's
+        objective.rng.manual_seed(7)
         losses.append(objective(batch).loss.detach())
     assert torch.equal(losses[0], losses[1]), f"{name}: forward is not a function of the step seed"

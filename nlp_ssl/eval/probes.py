@@ -620,7 +620,7 @@ def add_probe_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Run the probe described by parsed ``args``, print the report, write JSON. Returns 0."""
-    from nlp_ssl.engine.atomic import atomic_write_text
+    from nlp_ssl.atomic import atomic_write_text
     from nlp_ssl.eval.glue_report import to_json
 
     json_path = Path(args.json) if args.json else None

@@ -302,7 +302,7 @@ def add_sentence_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_sentence(args: argparse.Namespace) -> int:
-    from nlp_ssl.engine.atomic import atomic_write_text
+    from nlp_ssl.atomic import atomic_write_text
 
     result = evaluate_sentence_encoder(args.model, args.task, pairs_file=args.pairs,
                                        labels_per_class=args.labels_per_class, k=args.k, pooling=args.pooling,
