@@ -7,6 +7,8 @@
     nlp-ssl eval probe MODEL --task TASK         linear probe of frozen features
     nlp-ssl eval health MODEL [--corpus C]       representation health: anisotropy, rank, accuracy by frequency
     nlp-ssl eval vision MODEL [--images SET]     image features: linear probe, kNN, k-means, figures
+    nlp-ssl eval sentence MODEL [--task T ...]   sentence embeddings: kNN / probe accuracy, STS Spearman
+    nlp-ssl embed MODEL TEXTS_FILE --out F.npy   sentence embeddings of a text file (.npy or .jsonl)
     nlp-ssl push FOLDER_OR_RUN REPO_ID           upload an export (model, tokenizer, card, data cards) to the Hub
     nlp-ssl report RUN [RUN ...] [--out F]       one HTML page (and a markdown twin) with curves and results
 """
@@ -23,7 +25,8 @@ from nlp_ssl.registry import Recipe, get_recipe, recipes, run_recipe
 
 #: ``nlp-ssl eval <command>``: (module, function adding its sub-parser).
 EVAL_COMMANDS = [("nlp_ssl.eval.intrinsic_cli", "add_intrinsic_parser"), ("nlp_ssl.eval.probes", "add_probe_parser"),
-                 ("nlp_ssl.eval.health", "add_health_parser"), ("nlp_ssl.eval.vision", "add_vision_parser")]
+                 ("nlp_ssl.eval.health", "add_health_parser"), ("nlp_ssl.eval.sentence", "add_sentence_parser"),
+                 ("nlp_ssl.eval.vision", "add_vision_parser")]
 
 
 def recipes_dir() -> Path:
@@ -141,8 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     from nlp_ssl.hub.push import add_push_parser
     from nlp_ssl.report import add_report_parser
 
+    from nlp_ssl.eval.sentence import add_embed_parser
+
     add_push_parser(sub)
     add_report_parser(sub)
+    add_embed_parser(sub)
 
     evaluate = sub.add_parser("eval", help="evaluate word vectors or a model")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)

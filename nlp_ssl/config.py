@@ -33,7 +33,9 @@ class TrainingConfig(HubConfig):
     Beyond those names: ``max_time_minutes`` (a wall-clock budget: checkpoint, export and stop; rerun to
     continue), ``max_eval_batches`` (evaluate on a prefix of the held-out set) and ``peak_flops`` (the
     hardware peak for model-FLOPs utilisation; null measures it once per machine).
-    ``metric_for_best_model`` keeps the weights of the best evaluation and exports those. The Hub keys
+    ``metric_for_best_model`` keeps the weights of the best evaluation and exports those. A non-finite loss or
+    gradient norm stops the run (``on_nonfinite: stop``) before anything is saved from the bad state, or
+    (``skip``) drops that step's update, at most ``max_skipped_steps`` times. The Hub keys
     (``push_to_hub``, ``hub_model_id``, ``hub_strategy``, ...) come from :class:`~nlp_ssl.hub.publish.HubConfig`.
     """
 
@@ -66,6 +68,8 @@ class TrainingConfig(HubConfig):
     metric_for_best_model: str | None = None
     greater_is_better: bool | None = None
     peak_flops: float | None = None
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_skipped_steps: int = 10
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,10 +85,17 @@ class TrainingConfig(HubConfig):
             raise UserError(f"config key 'learning_rate' must be > 0, got {self.learning_rate}")
         if self.max_time_minutes is not None and self.max_time_minutes <= 0:
             raise UserError("config key 'max_time_minutes' must be > 0 (or null for no budget)")
+        if self.max_skipped_steps < 0:
+            raise UserError(f"config key 'max_skipped_steps' must be >= 0, got {self.max_skipped_steps}")
         if self.peak_flops is not None and not self.peak_flops > 0:
             raise UserError("config key 'peak_flops' must be > 0 (FLOP/s; or null to measure it)")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise UserError("config key 'save_total_limit' must be >= 1 (or null to keep every checkpoint)")
+        from transformers import SchedulerType
+
+        schedules = [t.value for t in SchedulerType]
+        if self.lr_scheduler_type not in schedules:
+            raise UserError(f"config key 'lr_scheduler_type' is '{self.lr_scheduler_type}'; choose one of {schedules}")
         known_trackers = {"tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"}
         for tracker in self.report_to:
             if tracker not in known_trackers and tracker != "none":

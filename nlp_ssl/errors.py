@@ -19,7 +19,8 @@ class UserError(Exception):
 
 
 def exit_on_user_error(fn: F) -> F:
-    """Decorate an entry point so that a :class:`UserError` becomes ``error: <message>`` and exit code 2."""
+    """Decorate an entry point so that a :class:`UserError` becomes ``error: <message>`` and exit code 2, and
+    Ctrl-C outside the training loop (which checkpoints instead) a short line and exit code 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -28,5 +29,13 @@ def exit_on_user_error(fn: F) -> F:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (whitespace collapsed, cut at ``limit``), for a one-line error."""
+    return (" ".join(str(err).split()) or type(err).__name__)[:limit]

@@ -61,7 +61,7 @@ def train_toy(tmp_path: Path, name: str, **overrides) -> tuple[nn.Module, RunDir
     run_dir = RunDirectory(cfg.output_dir, {"max_steps": cfg.max_steps}, False)
     resume = run_dir.check()
     acc = make_accelerator(cfg, run_dir.root)
-    run_dir.prepare(None)
+    run_dir.prepare()
     objective = RaggedRegression()
     trainer = Trainer(cfg, objective, RaggedData(), run_dir=run_dir, accelerator=acc, eval_dataset=RaggedData(16))
     trainer.train(resume_from=resume)
@@ -182,7 +182,7 @@ def _engine(tmp_path: Path, name: str, objective: Objective, **overrides) -> Tra
     cfg = TrainingConfig(**{**settings, **overrides})
     run_dir = RunDirectory(cfg.output_dir, {"max_steps": cfg.max_steps}, False)
     acc = make_accelerator(cfg, run_dir.root)
-    run_dir.prepare(None)
+    run_dir.prepare()
     return Trainer(cfg, objective, RaggedData(), run_dir=run_dir, accelerator=acc, eval_dataset=RaggedData(16))
 
 
@@ -246,3 +246,64 @@ def test_peak_flops_is_measured_once_and_configurable(tmp_path, monkeypatch):
     monkeypatch.setattr(flops, "measure_peak_flops", lambda device, dtype: calls.append(1) or 5e10)
     assert flops.peak_flops(torch.device("cpu")) == 5e10
     assert flops.peak_flops(torch.device("cpu")) == 5e10 and len(calls) == 1  # cached per machine
+
+
+def test_export_takes_a_gathered_state_dict_as_under_fsdp(tmp_path):
+    """Under FSDP the engine hands export the whole state gathered from the shards; the folder holds it."""
+    from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+
+    from nlp_ssl.objectives.lm import MaskedLMObjective
+    from nlp_ssl.objectives.masking import MaskingConfig
+    from test_randomness_rule import _tokenizer
+
+    tok = _tokenizer("wordpiece")
+    objective = MaskedLMObjective(BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1,
+                                                             num_attention_heads=2, intermediate_size=32)),
+                                  tok, MaskingConfig())
+    gathered = {k: torch.full_like(v, 0.5) if k.endswith("query.weight") else v for k, v in objective.state_dict().items()}
+    objective.export(tmp_path, state_dict=gathered)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert torch.all(loaded.bert.encoder.layer[0].attention.self.query.weight == 0.5)
+
+
+def test_every_hardware_config_loads_in_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "recipes/configs/accelerate").glob("*.yaml"))
+    assert {p.name for p in configs} >= {"cpu_2proc.yaml", "multi_gpu.yaml", "single_gpu.yaml", "fsdp.yaml"}
+    for path in configs:
+        config = load_config_from_file(str(path))
+        assert config.num_processes >= 1, path
+    fsdp = load_config_from_file(str(configs[[p.name for p in configs].index("fsdp.yaml")]))
+    assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_version"] == 2
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_is_started_again(tmp_path):
+    root = tmp_path / "run"
+    first = RunDirectory(root, {"max_steps": 8, "learning_rate": 1.0}, False)
+    first.check()
+    first.prepare()  # then the run failed: only config.yaml and the marker are there
+    corrected = RunDirectory(root, {"max_steps": 8, "learning_rate": 0.1}, False, report=lambda line: None)
+    assert corrected.check() is None and corrected.replace
+    corrected.prepare()
+    assert "learning_rate: 0.1" in (root / "config.yaml").read_text()
+
+
+def test_unreadable_trainer_state_means_unfinished_and_exports_are_group_readable(tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        _, run_dir = train_toy(tmp_path, "perm", per_device_train_batch_size=8)
+    finally:
+        os.umask(old)
+    final = run_dir.root / "final"
+    assert stat.S_IMODE(final.stat().st_mode) == 0o755
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in final.iterdir() if p.is_file())
+    checkpoint = run_dir.root / "checkpoints" / "step_8"
+    assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o755
+    (final / "trainer_state.json").write_text("{garbled")
+    lines = []
+    again = RunDirectory(run_dir.root, {"max_steps": 8}, False, report=lines.append)
+    assert again.check() == checkpoint and not again.finished  # resumes (and so exports again)
+    assert "unreadable" in lines[0]

@@ -268,8 +268,9 @@ def test_prepare_root_refuses_foreign_and_changed_folders(tmp_path):
     (other / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not an nlp_ssl fine-tuning folder"):
         prepare_root(other, {"task": "rte"}, overwrite=False, finished_marker="results.json")
-    prepare_root(other, {"task": "rte"}, overwrite=True, finished_marker="results.json")
-    assert not (other / "notes.txt").exists()
+    with pytest.raises(UserError, match="never replaced"):  # not even with overwrite_output_dir
+        prepare_root(other, {"task": "rte"}, overwrite=True, finished_marker="results.json")
+    assert (other / "notes.txt").read_text() == "mine"
 
 
 # --- data: padding and sub-token alignment ------------------------------------------------------------

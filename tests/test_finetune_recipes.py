@@ -202,7 +202,7 @@ def test_mismatched_tokenizer_and_checkpoint(capsys, tmp_path, tiny_model, glue_
     message = expect_user_error(capsys, "finetune_glue", base + [f"model={small}"])
     assert "has no tokenizer files" in message
     message = expect_user_error(capsys, "finetune_glue", base + [f"model={tmp_path / 'missing'}"])
-    assert "could not load model" in message
+    assert "model folder" in message and "not found" in message
 
 
 def test_custom_task_from_jsonl_scores_its_labelled_test_split(tmp_path, tiny_model):

@@ -106,7 +106,7 @@ def test_mismatched_tokenizer_and_checkpoint(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
     result = run_entry(["recipes/mlm.py", "--config", MLM_DEBUG, f"output_dir={tmp_path / 'continued'}",
                         f"model.init_from={small / 'final'}", f"tokenizer.name_or_path={big / 'final'}"])
-    assert_user_error(result, "tokenizer has", "use the checkpoint's own tokenizer")
+    assert_user_error(result, "does not match the vocabulary", "use the checkpoint's own tokenizer")
 
 
 def _start(args: list[str]) -> subprocess.Popen:

@@ -76,12 +76,12 @@ def test_sparse_head_loss_equals_full_head_loss():
     objective = MaskedLMObjective(model, tok, MaskingConfig())
     ids = torch.randint(5, len(tok), (4, 32))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    torch.manual_seed(7)
+    objective.rng.manual_seed(7)
     sparse = objective(batch)
     # Reference: the same corruption (same seed), the full head over every position, labels -100 elsewhere.
-    torch.manual_seed(7)
     maskable = ~objective.special_lookup[ids]
-    corrupted, selected = mask_tokens(ids, maskable, tok.mask_token_id, len(tok), MaskingConfig())
+    corrupted, selected = mask_tokens(ids, maskable, tok.mask_token_id, len(tok), MaskingConfig(),
+                                      generator=torch.Generator().manual_seed(7))
     labels = torch.where(selected, ids, torch.full_like(ids, -100))
     full = model(input_ids=corrupted, labels=labels)
     assert sparse.num_items == int(selected.sum())
@@ -100,7 +100,7 @@ def test_special_tokens_and_padding_are_never_selected():
                                        intermediate_size=32))
     objective = MaskedLMObjective(model, tok, MaskingConfig(mlm_probability=0.99, mask_replace_prob=1.0, random_replace_prob=0.0))
     enc = tok(["the cat sat", "a dog"], padding="max_length", max_length=12, return_tensors="pt")
-    torch.manual_seed(0)
+    objective.rng.manual_seed(0)
     corrupted, selected = objective.corrupt(enc["input_ids"], enc["attention_mask"])
     special = (enc["input_ids"] == tok.cls_token_id) | (enc["input_ids"] == tok.sep_token_id)
     padding = enc["attention_mask"] == 0

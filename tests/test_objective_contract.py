@@ -103,17 +103,28 @@ ARGS = ["max_steps=40", "per_device_train_batch_size=8", "learning_rate=0.01", "
 CHANCE = float(torch.log(torch.tensor(33.0)))  # InfoNCE of a key among 32 queued negatives, at random
 
 
-def _launch(output_dir: Path, processes: int = 1, kill_at: int | None = None, extra: list[str] | None = None
-            ) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-    env.pop("TOY_KILL_AT_STEP", None)
-    if kill_at is not None:
-        env["TOY_KILL_AT_STEP"] = str(kill_at)
+def toy_command(output_dir: Path, processes: int = 1, extra: list[str] | None = None) -> list[str]:
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "accelerate.commands.launch", "--config_file",
                      str(REPO / "recipes/configs/accelerate/cpu_2proc.yaml"), "--main_process_port", "29547"]
-    return subprocess.run(launcher + [str(HERE), *ARGS, *(extra or []), f"output_dir={output_dir}"], cwd=REPO, env=env,
+    return launcher + [str(HERE), *ARGS, *(extra or []), f"output_dir={output_dir}"]
+
+
+def toy_env(kill_at: int | None = None, fault: str | None = None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    for key in ("TOY_KILL_AT_STEP", "TOY_FAULT"):
+        env.pop(key, None)
+    if kill_at is not None:
+        env["TOY_KILL_AT_STEP"] = str(kill_at)
+    if fault is not None:
+        env["TOY_FAULT"] = fault
+    return env
+
+
+def _launch(output_dir: Path, processes: int = 1, kill_at: int | None = None, extra: list[str] | None = None,
+            fault: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(toy_command(output_dir, processes, extra), cwd=REPO, env=toy_env(kill_at, fault),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -172,5 +183,53 @@ def test_new_objective_in_two_processes_equals_one_process_with_the_global_batch
     torch.testing.assert_close(a["queue"], b["queue"], rtol=1e-4, atol=1e-5)
 
 
+def _install_faults() -> None:
+    """Faults the reliability tests inject into a real run (``TOY_FAULT=<kind>:<step>``), from outside the toy."""
+    fault = os.environ.get("TOY_FAULT", "")
+    kind, _, at = fault.partition(":")
+    step = int(at or -1)
+    if kind in ("sigterm", "sigint", "sleep"):
+        original = ToyMoCo.on_optimizer_step
+
+        def on_optimizer_step(self: ToyMoCo, now: int, max_steps: int) -> None:
+            original(self, now, max_steps)
+            if kind == "sleep":
+                import time
+
+                time.sleep(step / 1000)  # milliseconds per step: keeps a run alive while a test acts on it
+            elif now == step:
+                os.kill(os.getpid(), signal.SIGTERM if kind == "sigterm" else signal.SIGINT)
+        ToyMoCo.on_optimizer_step = on_optimizer_step  # type: ignore[method-assign]
+    elif kind == "kill_in_checkpoint":
+        import nlp_ssl.engine.trainer as trainer
+
+        original_save = trainer.save_tree
+
+        def save_tree(tree, folder, name, then=None):  # after accelerate's files, before the engine's
+            if tree["train_state"]["step"] == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original_save(tree, folder, name, then)
+        trainer.save_tree = save_tree
+    elif kind == "kill_in_export":
+        def export(self: ToyMoCo, output_dir: Path) -> None:
+            (output_dir / "toy.safetensors").write_bytes(b"half a file")
+            os.kill(os.getpid(), signal.SIGKILL)
+        ToyMoCo.export = export  # type: ignore[method-assign]
+    elif kind == "nan":  # the loss becomes NaN from step `at` on (e.g. a learning rate far too high)
+        original_forward, original_step = ToyMoCo.forward, ToyMoCo.on_optimizer_step
+
+        def forward(self: ToyMoCo, batch):
+            out = original_forward(self, batch)
+            if self.training and getattr(self, "steps_done", 0) + 1 >= step:
+                out.loss = out.loss * float("nan")
+            return out
+
+        def count(self: ToyMoCo, now: int, max_steps: int) -> None:
+            self.steps_done = now
+            original_step(self, now, max_steps)
+        ToyMoCo.forward, ToyMoCo.on_optimizer_step = forward, count  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
+    _install_faults()
     recipe_main("toy_moco")()

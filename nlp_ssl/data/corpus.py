@@ -7,13 +7,15 @@ that cannot be reached) is checked here, before anything is written to the outpu
 from __future__ import annotations
 
 import glob
+import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
-from nlp_ssl.errors import UserError
+from nlp_ssl.errors import UserError, first_line
 
 # datasets builder for each local file suffix.
 _BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -109,10 +111,37 @@ def check_utf8(path: Path, chunk_size: int = 1 << 20) -> None:
 def _load_local(spec: str, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
     files = resolve_files(spec)
     builder = _BUILDERS[files[0].suffix]
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a malformed file is reported below, in one line
     try:
         return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming)
     except Exception as err:  # datasets raises many types for malformed files
-        raise UserError(f"could not read corpus {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        where = _first_bad_json_line(files) if builder == "json" else None
+        raise UserError(f"could not read corpus {spec}: {where or first_line(err)}") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+def _first_bad_json_line(files: list[Path]) -> str | None:
+    """``file line N: <problem>`` for the first line of a JSON-lines file that is not a JSON object."""
+    for file in files:
+        if file.suffix != ".jsonl":
+            try:
+                json.loads(file.read_text(encoding="utf-8"))
+            except ValueError as err:
+                return f"{file} is not valid JSON ({err}); fix it, or write one JSON object per line in a .jsonl file"
+            continue
+        with file.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as err:
+                    return f"{file} line {number} is not valid JSON ({err.msg}); fix or remove that line"
+                if not isinstance(record, dict):
+                    return f"{file} line {number} is not a JSON object; each line must be an object with a text field"
+    return None
 
 
 def load_corpus(cfg: CorpusConfig) -> datasets.DatasetDict | datasets.IterableDatasetDict:
@@ -152,6 +181,12 @@ def load_corpus(cfg: CorpusConfig) -> datasets.DatasetDict | datasets.IterableDa
             raise UserError(f"corpus {cfg.corpus} has no '{cfg.eval_split}' split; with streaming, name one "
                             "with data.eval_split or give data.eval_corpus")
         if cfg.eval_fraction > 0:
+            count = len(splits["train"])
+            held_out = math.ceil(cfg.eval_fraction * count)  # as datasets' train_test_split counts it
+            if count - held_out < 1:
+                raise UserError(f"corpus {cfg.corpus} has only {count} example{'s' if count != 1 else ''} (lines or "
+                                f"documents), too few to hold out data.eval_fraction={cfg.eval_fraction:g} of them; "
+                                "give a held-out file with data.eval_corpus, or set data.eval_fraction=0")
             parts = splits["train"].train_test_split(test_size=cfg.eval_fraction, seed=0, shuffle=False)
             splits = {"train": parts["train"], "validation": parts["test"]}
 

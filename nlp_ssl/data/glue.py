@@ -551,12 +551,17 @@ def _read_delimited(
             else:
                 positions = {w: int(w) for w in list(text_fields) + [label_field] if w is not None}
             need = max(positions.values()) + 1
+            width = len(head) if header else len(expected_columns)
             n = 0
             for row in reader:
                 if not row or row == [""]:
                     continue  # blank line (csv.DictReader skips these too)
                 idx, n = n, n + 1
                 line = reader.line_num
+                if width and len(row) > width:
+                    sep = "tab" if delimiter == "\t" else "comma"
+                    raise UserError(f"{path}, line {line} has {len(row)} fields but the file has {width} columns"
+                                    f"{layout_hint}; a stray {sep} inside a text? remove it or quote the field")
                 label_raw = row[positions[label_field]] if label_field is not None and len(row) >= need else None
                 # The hub's GLUE builder dropped rows with a missing field or an empty label; do the same so
                 # the example counts match, and report them.

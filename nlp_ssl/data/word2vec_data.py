@@ -335,12 +335,18 @@ class NoiseDistribution:
         return torch.searchsorted(self.cdf, u).clamp_(max=self.cdf.shape[0] - 1)
 
 
-def sample_radii(n: int, window: int, device: torch.device | str = "cpu", dynamic: bool = True) -> torch.Tensor:
+def sample_radii(n: int, window: int, device: torch.device | str = "cpu", dynamic: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Effective window radius per centre word: uniform on ``1..window`` (word2vec's ``b = rand % window``,
     radius ``window - b``), or ``window`` everywhere with ``dynamic=False``. Returns ``(n,)`` int64."""
     if not dynamic:
         return torch.full((n,), window, dtype=torch.int64, device=device)
-    return window - torch.randint(0, window, (n,), device=device)
+    return radii_from_uniform(torch.rand(n, device=device, generator=generator), window)
+
+
+def radii_from_uniform(u: torch.Tensor, window: int) -> torch.Tensor:
+    """:func:`sample_radii` from uniform draws ``u`` in [0, 1): ``window - floor(u * window)``, int64."""
+    return window - (u * window).long().clamp_(max=window - 1)
 
 
 def window_mask(sentence: torch.Tensor, radius: torch.Tensor, window: int) -> torch.Tensor:

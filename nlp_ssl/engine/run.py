@@ -28,8 +28,9 @@ from accelerate.utils import set_seed
 from torch.utils.data import Dataset, IterableDataset
 
 from nlp_ssl.config import TrainingConfig, to_dict
-from nlp_ssl.engine.atomic import atomic_write_text
-from nlp_ssl.engine.run_dir import RunDirectory
+from nlp_ssl.atomic import atomic_write_text
+from nlp_ssl.engine.preemption import RESUMABLE_EXIT, die_with_launcher
+from nlp_ssl.engine.run_dir import RunDirectory, RunLock
 from nlp_ssl.engine.trainer import TrainResult, Trainer, make_accelerator
 from nlp_ssl.hub.model_card import CardInfo, write_model_card
 from nlp_ssl.hub.portable import portable_command
@@ -161,28 +162,39 @@ def run(pipeline: Pipeline[C], cfg: C) -> RunOutcome:
 
     Raises:
         UserError: bad input or a conflicting output folder; nothing has been written then.
+        SystemExit: with :data:`~nlp_ssl.engine.preemption.RESUMABLE_EXIT` when a signal stopped the run
+            after its checkpoint (rerun the same command to continue).
     """
+    die_with_launcher()
     inputs = pipeline.prepare_inputs(cfg)
-    run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), cfg.overwrite_output_dir)
+    accelerator = make_accelerator(cfg, Path(cfg.output_dir))
+    run_dir = RunDirectory(cfg.output_dir, to_dict(cfg), cfg.overwrite_output_dir, report=accelerator.print)
     resume_from = run_dir.check()
-    accelerator = make_accelerator(cfg, run_dir.root)
     ctx = RunContext(cfg, run_dir, accelerator, resume_from, inputs, portable_command(sys.argv))
     if run_dir.finished:
         outcome = _finished_outcome(pipeline, ctx)
-    else:
         if accelerator.is_main_process:
-            run_dir.prepare(RunDirectory.step_of(resume_from) if resume_from else None)
+            print(pipeline.summary(ctx, outcome))
+        return outcome
+    lock = RunLock(run_dir.root)
+    try:
+        if accelerator.is_main_process:
+            lock.acquire()  # before the first write: a second run into this folder is refused here
+            run_dir.prepare()
         accelerator.wait_for_everyone()
         data = pipeline.build_data(ctx)
         ctx.data = data
         if data.description:
             accelerator.print(data.description)
         result = pipeline.train(ctx, data)
-        seconds = _train_seconds(result.final_dir)
-        outcome = RunOutcome(result.step, result.final_dir, result.eval_metrics, result.stopped_by_time,
-                             accelerator.is_main_process, seconds,
-                             extra=pipeline.outcome_extra(ctx, result.final_dir) if accelerator.is_main_process else {},
-                             inputs=inputs)
+    finally:
+        lock.release()
+    if result.stopped_by_signal is not None:
+        raise SystemExit(RESUMABLE_EXIT)
+    outcome = RunOutcome(result.step, result.final_dir, result.eval_metrics, result.stopped_by_time,
+                         accelerator.is_main_process, _train_seconds(result.final_dir),
+                         extra=pipeline.outcome_extra(ctx, result.final_dir) if accelerator.is_main_process else {},
+                         inputs=inputs)
     if accelerator.is_main_process:
         print(pipeline.summary(ctx, outcome))
     return outcome

@@ -8,6 +8,7 @@ place of each tensor; :func:`load_tree` rebuilds the same tree.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,13 @@ from safetensors.torch import load_file, save_file
 _TENSOR = "__tensor__"
 
 
-def save_tree(tree: dict[str, Any], folder: Path, name: str) -> None:
-    """Write ``tree`` as ``folder/name.json`` (+ ``folder/name.safetensors`` when it holds tensors)."""
+def save_tree(tree: dict[str, Any], folder: Path, name: str,
+              then: Callable[[], dict[str, Any]] | None = None) -> None:
+    """Write ``tree`` as ``folder/name.json`` (+ ``folder/name.safetensors`` when it holds tensors).
+
+    The JSON is written last; ``then()``, called once the tensors are on disk, adds top-level entries to it
+    (e.g. the sizes of every file of a checkpoint, the safetensors file included).
+    """
     tensors: dict[str, torch.Tensor] = {}
 
     def strip(node: Any, path: str) -> Any:
@@ -34,6 +40,8 @@ def save_tree(tree: dict[str, Any], folder: Path, name: str) -> None:
     skeleton = strip(tree, "")
     if tensors:
         save_file(tensors, str(folder / f"{name}.safetensors"))
+    if then is not None:
+        skeleton.update(then())
     (folder / f"{name}.json").write_text(json.dumps(skeleton, indent=2) + "\n", encoding="utf-8")
 
 

@@ -15,6 +15,7 @@ device: item counts, throughput and the time budget are read at log steps only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -28,20 +29,22 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from nlp_ssl.config import TrainingConfig
 from nlp_ssl.distributed import DistContext
-from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
+from nlp_ssl.atomic import atomic_directory, atomic_write_text, share_with_group
 from nlp_ssl.engine.best import BestModel
 from nlp_ssl.engine.flops import peak_flops
 from nlp_ssl.engine.memory import keep_freed_memory
 from nlp_ssl.engine.optim import build_optimizer, build_scheduler
-from nlp_ssl.engine.run_dir import RunDirectory, flatten_config
+from nlp_ssl.engine.preemption import StopRequest
+from nlp_ssl.engine.run_dir import RunDirectory, checkpoint_manifest, flatten_config
 from nlp_ssl.engine.sampler import EpochShuffleSampler
 from nlp_ssl.engine.state_io import load_tree, save_tree
+from nlp_ssl.errors import UserError, first_line
 from nlp_ssl.hub.publish import Publisher
 from nlp_ssl.objectives.base import Objective, OptimizerSetup, StepOutput
 
@@ -67,7 +70,8 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed by this process
-    items_seen: float = 0.0
+    items_seen: float = 0.0  # loss terms (e.g. masked tokens)
+    inputs_seen: float = 0.0  # what throughput counts (input tokens, words, images)
     train_seconds: float = 0.0
 
     def state_dict(self) -> dict[str, Any]:
@@ -83,6 +87,11 @@ class TrainResult:
     final_dir: Path
     eval_metrics: dict[str, float]
     stopped_by_time: bool
+    stopped_by_signal: str | None = None  # "SIGTERM" / "SIGINT": checkpointed, no export; rerun to continue
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradient norm became non-finite; the run stopped before saving a bad state."""
 
 
 def make_accelerator(config: TrainingConfig, output_dir: Path) -> Accelerator:
@@ -149,6 +158,9 @@ class Trainer:
                      if config.metric_for_best_model else None)
         self.publisher = Publisher(config, run_dir.root, is_main_process=accelerator.is_main_process,
                                    export=lambda folder: self.unwrapped.export(folder), print_fn=accelerator.print)
+        self.stop = StopRequest()
+        self.skipped_steps = 0
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=accelerator.device)
 
         self._sampler: EpochShuffleSampler | None = None
         train_loader = self._train_loader(train_dataset, collate_fn)
@@ -165,6 +177,10 @@ class Trainer:
                                        *([eval_loader] if eval_loader is not None else []))
         self.objective, self.optimizer, self.train_loader, self.scheduler = prepared[:4]
         self.eval_loader = prepared[4] if eval_loader is not None else None
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise UserError("DeepSpeed takes the optimizer step inside backward, which breaks this engine's "
+                            "token-weighted normalisation over micro-batches and processes; for sharded training "
+                            "use recipes/configs/accelerate/fsdp.yaml")
         self.unwrapped.setup_distributed(DistContext(accelerator.process_index, accelerator.num_processes))
         self._rng = torch.Generator(device=accelerator.device)
         self.unwrapped.rng = self._rng
@@ -228,15 +244,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ the loop
     def train(self, resume_from: Path | None = None, end_process_group: bool = True) -> TrainResult:
-        """Train to ``max_steps`` (or the time budget), evaluate, export ``final/``.
+        """Train to ``max_steps`` (or the time budget, or a stop signal), evaluate, export ``final/``.
 
         ``end_process_group=False`` keeps the distributed process group alive (trackers are still closed) so the
         same process can run further trainings, e.g. one per fine-tuning seed; the caller ends it.
         """
         cfg, acc = self.config, self.accelerator
-        if resume_from is not None:
-            self.load_checkpoint(resume_from)
-            acc.print(f"Resumed from {resume_from} (step {self.state.step}, epoch {self.state.epoch})")
+        self._resume(resume_from)
         acc.init_trackers("nlp_ssl", config=flatten_config(self.full_config))
         self._metrics_file = self.run_dir.metrics_file if acc.is_main_process else None
         self._bar = tqdm(total=cfg.max_steps, initial=self.state.step, disable=not acc.is_local_main_process,
@@ -244,30 +258,45 @@ class Trainer:
         self._window = _Window(acc.device)
         self._clock = _Clock(self.state.train_seconds)
         eval_metrics: dict[str, float] = {}
-        stopped_by_time = False
+        stopped_by_time, stopped_by = False, None
 
         batches = self._batches()
         self.objective.train()
-        while self.state.step < cfg.max_steps:
-            self._train_step(batches)
-            step = self.state.step
-            at_log = step % cfg.logging_steps == 0 or step == cfg.max_steps
-            if at_log:
-                self._log_train()
-            if self.eval_loader is not None and step % cfg.eval_steps == 0 and step < cfg.max_steps:
-                eval_metrics = self._evaluate_and_log()
-            out_of_time = self._out_of_time(at_log)
-            if step % cfg.save_steps == 0 or out_of_time:
-                self.save_checkpoint()
-            if out_of_time and step < cfg.max_steps:
-                stopped_by_time = True
-                acc.print(f"Wall-clock budget of {cfg.max_time_minutes} min reached at step {step}; "
-                          "rerun the same command to continue.")
-                break
-        self._bar.close()
+        self.stop.install()
+        try:
+            while self.state.step < cfg.max_steps:
+                self._train_step(batches)
+                step = self.state.step
+                at_log = step % cfg.logging_steps == 0 or step == cfg.max_steps
+                if at_log:
+                    self._log_train()
+                    self._check_finite()
+                if self.eval_loader is not None and step % cfg.eval_steps == 0 and step < cfg.max_steps:
+                    eval_metrics = self._evaluate_and_log()
+                out_of_time, signalled = self._should_stop(at_log)
+                if step % cfg.save_steps == 0 or out_of_time or signalled:
+                    self.save_checkpoint()
+                if signalled and step < cfg.max_steps:
+                    stopped_by = self.stop.signal_name or "a signal on another process"
+                    break
+                if out_of_time and step < cfg.max_steps:
+                    stopped_by_time = True
+                    acc.print(f"Wall-clock budget of {cfg.max_time_minutes} min reached at step {step}; "
+                              "rerun the same command to continue.")
+                    break
+        finally:
+            self.stop.restore()
+            self._bar.close()
+        if stopped_by is not None:
+            acc.print(f"Stopped by {stopped_by} at step {self.state.step} with a checkpoint; rerun the same command "
+                      "to continue.")
+            self.publisher.close()
+            self._end(end_process_group)
+            return TrainResult(self.state.step, self.run_dir.final, {}, False, stopped_by)
 
         if self.eval_loader is not None:
             eval_metrics = self._evaluate_and_log()
+        self._check_finite()
         if self.state.step % cfg.save_steps != 0 and not stopped_by_time:
             self.save_checkpoint()
         if self.best is not None and self.best.step is not None:
@@ -277,12 +306,33 @@ class Trainer:
             self.publisher.on_final(final_dir)
         finally:
             self.publisher.close()
-        if end_process_group:
-            acc.end_training()
-        else:
-            for tracker in acc.trackers:
-                tracker.finish()
+        self._end(end_process_group)
         return TrainResult(self.state.step, final_dir, eval_metrics, stopped_by_time)
+
+    def _end(self, end_process_group: bool) -> None:
+        if end_process_group:
+            self.accelerator.end_training()
+        else:
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
+
+    def _resume(self, resume_from: Path | None) -> None:
+        """Load ``resume_from``; if it fails to load, name it and fall back to the checkpoint before it."""
+        acc = self.accelerator
+        while resume_from is not None:
+            try:
+                self.load_checkpoint(resume_from)
+            except Exception as err:  # noqa: BLE001 - any failure to read a checkpoint means: use an older one
+                acc.print(f"warning: checkpoint {resume_from} could not be loaded ({first_line(err, 120)}); "
+                          "falling back to the one before it")
+                resume_from = self.run_dir.latest_checkpoint(before=RunDirectory.step_of(resume_from))
+                self.state = TrainState()
+                continue
+            acc.print(f"Resumed from {resume_from} (step {self.state.step}, epoch {self.state.epoch})")
+            break
+        if acc.is_main_process:
+            self.run_dir.trim_metrics(self.state.step)  # replayed steps must not log twice
+        acc.wait_for_everyone()
 
     def _train_step(self, batches: Iterator[Any]) -> None:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
@@ -315,7 +365,15 @@ class Trainer:
         grad_norm = None
         if cfg.max_grad_norm > 0:
             grad_norm = acc.clip_grad_norm_(self.objective.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
+        # Divergence guard, on the device: remember the first step whose loss or gradient norm is not finite.
+        bad = ~torch.isfinite(torch.stack([out.loss.detach().float().sum() for out in outputs]).sum())
+        if grad_norm is not None:
+            bad = bad | ~torch.isfinite(torch.as_tensor(grad_norm, device=acc.device))
+        if cfg.on_nonfinite == "skip" and bool(bad.item()):  # skip mode pays one device sync per step
+            self._skip_step()
+        else:
+            self._first_bad = torch.where(bad & (self._first_bad < 0), self.state.step + 1, self._first_bad)
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -323,19 +381,43 @@ class Trainer:
         self._window.add(outputs, grad_norm, global_items)
         self._bar.update(1)
 
-    def _out_of_time(self, at_log: bool) -> bool:
-        """Whether the wall-clock budget is spent; every process must agree, or one would stop while the
-        others wait in a collective, so with several processes this is decided (all-reduced) at log steps."""
+    def _should_stop(self, at_log: bool) -> tuple[bool, bool]:
+        """``(out of wall-clock budget, stop signal received)``, agreed by every process.
+
+        A process that stopped alone would leave the others waiting in a collective, so with several processes
+        both are all-reduced, at log steps only (no per-step synchronisation).
+        """
         budget = self.config.max_time_minutes
-        if budget is None:
-            return False
-        over = self._clock.session_seconds() > budget * 60
+        over = budget is not None and self._clock.session_seconds() > budget * 60
+        signalled = self.stop.requested
         acc = self.accelerator
         if acc.num_processes == 1:
-            return over
+            return over, signalled
         if not at_log:
-            return False
-        return bool(acc.reduce(torch.tensor(float(over), device=acc.device), reduction="sum").item())
+            return False, False
+        flags = acc.reduce(torch.tensor([float(over), float(signalled)], device=acc.device), reduction="sum")
+        return bool(flags[0].item()), bool(flags[1].item())
+
+    def _skip_step(self) -> None:
+        """``on_nonfinite: skip``: drop this step's update, up to ``max_skipped_steps`` times in a run."""
+        self.skipped_steps += 1
+        self.accelerator.print(f"warning: skipped step {self.state.step + 1}: non-finite loss or gradient norm "
+                               f"({self.skipped_steps} of at most {self.config.max_skipped_steps})")
+        if self.skipped_steps > self.config.max_skipped_steps:
+            self._first_bad.fill_(self.state.step + 1)
+            self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Stop (before anything is saved from a bad state) if a step's loss or gradient norm was not finite."""
+        first_bad = int(self._first_bad.item())
+        if first_bad < 0:
+            return
+        good = self.run_dir.latest_checkpoint(quiet=True)
+        kept = f"the last good checkpoint is {good}" if good is not None else "no checkpoint was written before it"
+        raise TrainingDiverged(
+            f"training diverged at step {first_bad}: the loss or the gradient norm is not finite; {kept}; lower "
+            f"learning_rate (now {self.config.learning_rate:g}) or raise warmup_steps (now {self.config.warmup_steps}), "
+            "then rerun with overwrite_output_dir=true or another output_dir")
 
     # ------------------------------------------------------------------------------------------ logging
     def _log_train(self) -> None:
@@ -343,6 +425,7 @@ class Trainer:
         unit = self.unwrapped.throughput_unit
         record, items, inputs, seconds = self._window.reduce(acc)  # the one device sync between log steps
         self.state.items_seen += items
+        self.state.inputs_seen += inputs
         self.state.train_seconds = self._clock.total_seconds()
         record["train/lr"] = self.scheduler.get_last_lr()[0]
         record["train/epoch"] = self.state.epoch + self._epoch_fraction()
@@ -427,7 +510,12 @@ class Trainer:
         stacked = torch.stack([sums[n] for n in names] + [items]) if names else items.reshape(1)
         total = acc.reduce(stacked, reduction="sum")
         count = float(total[-1].item())
-        means = {n: float(total[i].item()) / max(count, 1.0) for i, n in enumerate(names)}
+        if count == 0:
+            # A loss over nothing is no measurement (perplexity would read 1.0): say so and report none.
+            acc.print("warning: the evaluation scored no items (e.g. no token of the held-out text could be "
+                      "masked); check the held-out data and the tokenizer")
+            return {"eval/items": 0.0, "step": self.state.step}
+        means = {n: float(total[i].item()) / count for i, n in enumerate(names)}
         result = {f"eval/{k}": v for k, v in means.items()}
         result.update({f"eval/{k}": v for k, v in objective.eval_summary(means).items()})
         if predictions:
@@ -441,22 +529,37 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step_<N>`` atomically (every process writes into a temp folder first).
 
-        Accelerate writes model, optimizer, scheduler and RNG states; the engine adds its own state
-        (train position, best model, the objective's extra state) as JSON + safetensors, last, so a folder
-        without ``engine_state.json`` is an incomplete checkpoint.
+        Accelerate writes model, optimizer, scheduler and RNG states; the engine adds its own state (train
+        position, best model, the objective's extra state) as JSON + safetensors, and writes
+        ``engine_state.json`` last, with the size of every file: a folder without it, or whose files do not
+        match it, is not a checkpoint to resume from. A full disk stops the run with one line; earlier
+        checkpoints are untouched.
         """
+        self._check_finite()  # never checkpoint a diverged state
         acc = self.accelerator
         target = self.run_dir.checkpoints / f"step_{self.state.step}"
         tmp = self.run_dir.checkpoints / f".step_{self.state.step}.tmp"
         self.state.train_seconds = self._clock.total_seconds()
+        engine_state = self._engine_state()
         if acc.is_main_process:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=True)
-        if acc.is_main_process:
-            save_tree(self._engine_state(), tmp, ENGINE_STATE)
+        try:
+            acc.save_state(str(tmp), safe_serialization=True)
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_tree(engine_state, tmp, ENGINE_STATE, then=lambda: {"files": checkpoint_manifest(tmp)})
+                share_with_group(tmp)
+        except Exception as err:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if _disk_full(err):
+                raise UserError(f"no space left on the device while writing checkpoint step {self.state.step} in "
+                                f"{self.run_dir.checkpoints}; earlier checkpoints are intact: free space and rerun "
+                                "the same command") from None
+            raise
         acc.wait_for_everyone()
         if acc.is_main_process:
             if target.exists():
@@ -491,14 +594,30 @@ class Trainer:
         """
         acc = self.accelerator
         self._window.flush_items(self.state, acc)
+        sharded = acc.distributed_type == DistributedType.FSDP
+        full_state = None
         if self.best is not None and self.best.weights is not None:
-            self.unwrapped.load_state_dict(self.best.weights)
+            if sharded:
+                full_state = self.best.weights  # already gathered whole when it was taken
+            else:
+                self.unwrapped.load_state_dict(self.best.weights)
+        elif sharded:
+            full_state = acc.get_state_dict(self.objective)  # a collective: every process gathers its shards
         acc.wait_for_everyone()
         if acc.is_main_process:
             state = {"step": self.state.step, "max_steps": self.config.max_steps, "complete": complete,
                      "epoch": self.state.epoch, "train_seconds": round(self.state.train_seconds, 2),
-                     "items_seen": self.state.items_seen}
-            write_final(self.run_dir.final, self.unwrapped.export, state, eval_metrics, self.on_export)
+                     "items_seen": self.state.items_seen, "inputs_seen": self.state.inputs_seen,
+                     "input_unit": self.unwrapped.throughput_unit}
+            write_artifact = (self.unwrapped.export if full_state is None
+                              else lambda folder: self.unwrapped.export(folder, state_dict=full_state))
+            try:
+                write_final(self.run_dir.final, write_artifact, state, eval_metrics, self.on_export)
+            except Exception as err:
+                if _disk_full(err):
+                    raise UserError(f"no space left on the device while writing {self.run_dir.final}; the checkpoints "
+                                    "are intact: free space and rerun the same command to export") from None
+                raise
         acc.wait_for_everyone()
         return self.run_dir.final
 
@@ -510,11 +629,27 @@ def write_final(final: Path, write_artifact: Callable[[Path], None], trainer_sta
     with atomic_directory(final, replace=True) as tmp:
         write_artifact(tmp)
         atomic_write_text(tmp / "trainer_state.json", json.dumps(trainer_state, indent=2) + "\n")
-        clean = {k: float(v) for k, v in eval_metrics.items()
-                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
-        atomic_write_text(tmp / "eval_results.json", json.dumps(clean, indent=2) + "\n")
+        numbers = {k: float(v) for k, v in eval_metrics.items() if k != "step" and isinstance(v, (int, float))}
+        clean = {k: v for k, v in numbers.items() if math.isfinite(v)}
+        # Non-finite results are reported as such (JSON has no NaN), never dropped without a word.
+        reported = {k: (v if math.isfinite(v) else str(v)) for k, v in numbers.items()}
+        if len(clean) < len(numbers):
+            print(f"warning: non-finite evaluation results: {', '.join(sorted(set(numbers) - set(clean)))}")
+        atomic_write_text(tmp / "eval_results.json", json.dumps(reported, indent=2) + "\n")
         if on_export is not None:
             on_export(tmp, clean)
+        share_with_group(tmp)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """An ENOSPC anywhere in the exception chain (safetensors reports it as its own error type)."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return False
 
 
 def _machines(acc: Accelerator) -> int:

@@ -43,7 +43,6 @@ Command line (mounted as ``nlp-ssl eval health``; also ``python -m nlp_ssl.eval.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import re
 import sys
@@ -56,7 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlp_ssl.errors import UserError, exit_on_user_error
+from nlp_ssl.errors import UserError, exit_on_user_error, first_line
+from nlp_ssl.models.checkpoint import quiet_transformers
 
 __all__ = ["add_health_parser", "bucket_index", "bucket_names", "cmd_health", "effective_rank", "format_health",
            "frequency_ranks", "frequency_table", "gradient_probe", "held_out_texts", "labelled_examples", "main",
@@ -204,25 +204,6 @@ def frequency_table(targets: torch.Tensor, losses: torch.Tensor, correct: torch.
 # --- loading ------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence transformers' load reports (an MLM checkpoint's unused pooler, a fresh head) and bars."""
-    from transformers.utils import logging as hf_logging
-
-    level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
-def _first_line(err: BaseException) -> str:
-    return (" ".join(str(err).split()) or type(err).__name__)[:200]
-
 
 def _check_source(model_path: str) -> None:
     path = Path(model_path).expanduser()
@@ -257,7 +238,7 @@ def _load(model_path: str) -> tuple[Any, Any, str]:
 
     _check_source(model_path)
     try:
-        with _quiet():
+        with quiet_transformers():
             config = AutoConfig.from_pretrained(model_path)
             kind = _model_kind(config)
             auto = {"masked": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "encoder": AutoModel}[kind]
@@ -267,7 +248,7 @@ def _load(model_path: str) -> tuple[Any, Any, str]:
         raise
     except Exception as err:  # noqa: BLE001 - any load failure is one actionable line
         raise UserError(f"could not load {model_path!r} as a transformers model with a tokenizer "
-                        f"({_first_line(err)})") from None
+                        f"({first_line(err)})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if kind == "masked" and tokenizer.mask_token_id is None:
@@ -418,7 +399,7 @@ def model_health(model_path: str, texts: list[str], *, max_texts: int = 512, max
                 out = encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
             except (TypeError, ValueError) as err:  # e.g. an encoder-decoder that also wants decoder inputs
                 raise UserError(f"{model_path} ({type(model).__name__}) cannot encode text on its own "
-                                f"({_first_line(err)}); give an encoder or a decoder-only LM") from None
+                                f"({first_line(err)}); give an encoder or a decoder-only LM") from None
             hidden = out.hidden_states  # (L + 1) x [B, T, H]
             keep = content_mask & (torch.rand(input_ids.shape, generator=sample_gen) < keep_p)
             if not layer_sum:
@@ -566,11 +547,11 @@ def gradient_probe(model_path: str, tokenizer: Any, labelled: tuple[list[str], l
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            with _quiet():
+            with quiet_transformers():
                 clf, info = AutoModelForSequenceClassification.from_pretrained(
                     model_path, num_labels=len(classes), output_loading_info=True)
         except ValueError as err:
-            return {"skipped": f"no sequence-classification head for this architecture ({_first_line(err)})"}
+            return {"skipped": f"no sequence-classification head for this architecture ({first_line(err)})"}
         hidden = clf.config.hidden_size
         mean_head = nn.Linear(hidden, len(classes))
         std = getattr(clf.config, "initializer_range", 0.02) or 0.02

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from nlp_ssl.errors import UserError
+from nlp_ssl.errors import UserError, first_line
 from nlp_ssl.data.task_data import has_tokenizer_files
 
 
@@ -53,9 +54,15 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _first_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text[:200]
+def check_model_path(model: str) -> None:
+    """Refuse a local model path that does not exist or holds no model (hub ids pass through)."""
+    local = Path(model).expanduser()
+    if model.startswith(("/", ".", "~")) and not local.exists():
+        raise UserError(f"model folder {model} not found; pass a run's final/ folder, a transformers model folder "
+                        "or a hub id")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise UserError(f"{model} is not a model folder (no config.json); pass a run's final/ folder, a "
+                        "transformers model folder or a hub id")
 
 
 def load_model_config(model: str, spec: TaskSpec) -> Any:
@@ -72,11 +79,12 @@ def load_model_config(model: str, spec: TaskSpec) -> Any:
         kwargs["label2id"] = {n: i for i, n in enumerate(spec.label_names)}
     if spec.kind == "sequence":
         kwargs["problem_type"] = "regression" if spec.label_names is None else "single_label_classification"
+    check_model_path(model)
     try:
         with quiet_transformers():
             return AutoConfig.from_pretrained(model, **kwargs)
     except Exception as err:  # noqa: BLE001 - missing folder, bad JSON, hub unreachable: one actionable line
-        raise UserError(f"could not load model {model!r} ({_first_line(err)}); pass a transformers model folder "
+        raise UserError(f"could not load model {model!r} ({first_line(err)}); pass a transformers model folder "
                         "(e.g. a run's final/) or a hub id") from None
 
 
@@ -140,7 +148,7 @@ def build_model(model: str, config: Any, spec: TaskSpec, init: str) -> tuple[Any
             net, info = auto.from_pretrained(model, config=config, ignore_mismatched_sizes=True,
                                              output_loading_info=True)
     except Exception as err:  # noqa: BLE001
-        raise UserError(f"could not load model {model!r} for {spec.kind} classification ({_first_line(err)})") from None
+        raise UserError(f"could not load model {model!r} for {spec.kind} classification ({first_line(err)})") from None
     new = sorted(set(info.get("missing_keys", [])) | {k for k, *_ in info.get("mismatched_keys", [])})
     unused = info.get("unexpected_keys", [])
     note = f"new weights: {', '.join(new) if new else 'none'}"

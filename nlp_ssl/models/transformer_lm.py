@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, GPT2Config,
                           PreTrainedModel, PreTrainedTokenizerBase)
 
-from nlp_ssl.errors import UserError
+from nlp_ssl.data.tokenizer import load_tokenizer
+from nlp_ssl.errors import UserError, first_line
 
 
 @dataclass
@@ -84,13 +86,53 @@ def build_lm(kind: Literal["masked", "causal"], cfg: TransformerConfig, tokenize
     return GPT2LMHeadModel(config)
 
 
+def check_checkpoint(model_path: str, kind: Literal["masked", "causal"]) -> None:
+    """Refuse a ``model.init_from`` that is not a model, or not the kind of LM the recipe trains.
+
+    Raises:
+        UserError: no config to load, or e.g. a masked-LM checkpoint given to the causal-LM recipe.
+    """
+    local = Path(model_path).expanduser()
+    if local.exists() and not (local / "config.json").is_file():
+        raise UserError(f"model.init_from {model_path} is not a model folder (no config.json); give a run's final/ "
+                        "folder, a transformers model folder or a hub id")
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except Exception as err:
+        raise UserError(f"could not load model.init_from '{model_path}' ({first_line(err)}); give a run's final/ "
+                        "folder, a transformers model folder or a hub id") from None
+    architectures = list(getattr(config, "architectures", None) or [])
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures) or bool(getattr(config, "is_decoder", False))
+    masked = any(a.endswith("ForMaskedLM") for a in architectures)
+    if kind == "causal" and architectures and not causal:
+        raise UserError(f"model.init_from {model_path} is a {architectures[0]}, not a causal LM; the clm recipe "
+                        "continues GPT-style checkpoints (give a clm run's final/ folder or a causal-LM hub id)")
+    if kind == "masked" and architectures and not masked and causal:
+        raise UserError(f"model.init_from {model_path} is a {architectures[0]}, a causal LM; the mlm recipe continues "
+                        "BERT-style checkpoints (give an mlm run's final/ folder or a masked-LM hub id)")
+
+
 def check_tokenizer_matches(model_path: str, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Refuse a tokenizer whose ids fall outside a checkpoint's embedding table."""
+    """Refuse a tokenizer whose ids do not mean what the checkpoint learned.
+
+    With the checkpoint's own tokenizer at hand, the vocabularies must be the same; otherwise the tokenizer
+    must fit the embedding table, leaving at most 64 rows unused (tables are often padded to a multiple).
+    """
     try:
         config = AutoConfig.from_pretrained(model_path)
     except Exception:
         return
     rows = getattr(config, "vocab_size", None)
-    if rows is not None and len(tokenizer) > rows:
-        raise UserError(f"tokenizer has {len(tokenizer)} tokens but {model_path} has a vocabulary of {rows}; "
-                        "use the checkpoint's own tokenizer")
+    fix = f"use the checkpoint's own tokenizer (leave tokenizer.name_or_path empty or set it to {model_path})"
+    try:
+        own = load_tokenizer(model_path)
+    except UserError:
+        own = None
+    if own is not None and own.get_vocab() != tokenizer.get_vocab():
+        mine, theirs = tokenizer.get_vocab(), own.get_vocab()
+        example = next((t for t in theirs if mine.get(t) != theirs[t]), None)
+        detail = f"'{example}' is {theirs[example]} there, {mine.get(example, 'absent')} here" if example else ""
+        raise UserError(f"tokenizer ({len(tokenizer)} tokens) does not match the vocabulary of {model_path} "
+                        f"({len(own)} tokens; {detail}); {fix}")
+    if rows is not None and not rows - 64 <= len(tokenizer) <= rows:
+        raise UserError(f"tokenizer has {len(tokenizer)} tokens but {model_path} has a vocabulary of {rows}; {fix}")

@@ -127,7 +127,11 @@ class Objective(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def export(self, output_dir: Path) -> None:
-        """Write the pretrained artifact (a ``save_pretrained`` folder, word vectors...) into ``output_dir``."""
+        """Write the pretrained artifact (a ``save_pretrained`` folder, word vectors...) into ``output_dir``.
+
+        Under FSDP the engine calls ``export(output_dir, state_dict=full)`` with the objective's whole state
+        gathered from the shards (keys as in ``self.state_dict()``); objectives that support sharded
+        training take that keyword (see :func:`model_state`)."""
 
     # --- hooks with defaults ---------------------------------------------------------------------------
     def setup_distributed(self, dist: DistContext) -> None:
@@ -172,3 +176,10 @@ class Objective(nn.Module, abc.ABC):
     def flops_per_input(self) -> float | None:
         """Training FLOPs per input (forward + backward), for the model-FLOPs-utilisation log (None: not logged)."""
         return None
+
+
+def model_state(state_dict: dict[str, torch.Tensor] | None, prefix: str = "model.") -> dict[str, torch.Tensor] | None:
+    """The entries of an objective's ``state_dict`` under ``prefix`` (the prefix removed), or None."""
+    if state_dict is None:
+        return None
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from nlp_ssl.objectives.base import Objective, StepOutput
-from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens
+from nlp_ssl.objectives.base import Objective, StepOutput, model_state
+from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens, masking_noise
 
 
 class MaskedLMObjective(Objective):
@@ -50,7 +50,11 @@ class MaskedLMObjective(Objective):
         padding are never selected; whole-word masking selects every piece of a chosen word."""
         maskable = attention_mask.bool() & ~self.special_lookup[input_ids]
         word_start = ~self.continuation_lookup[input_ids] if self.masking.whole_word_masking else None
-        return mask_tokens(input_ids, maskable, self.mask_token_id, self.vocab_size, self.masking, word_start=word_start)
+        rows, length = input_ids.shape
+        # Drawn for the global batch and sliced: one process with batch 2B masks exactly like two with B.
+        noise = self.per_example(lambda n: masking_noise(n, length, self.rng, input_ids.device), rows)
+        return mask_tokens(input_ids, maskable, self.mask_token_id, self.vocab_size, self.masking,
+                           word_start=word_start, noise=noise)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
@@ -82,8 +86,8 @@ class MaskedLMObjective(Objective):
     def flops_per_input(self) -> float | None:
         return _transformer_flops_per_token(self.model, self.masking.mlm_probability, getattr(self, "seq_len", 0))
 
-    def export(self, output_dir: Path) -> None:
-        self.model.save_pretrained(output_dir)
+    def export(self, output_dir: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        self.model.save_pretrained(output_dir, state_dict=model_state(state_dict))
         self.tokenizer.save_pretrained(output_dir)
 
 
@@ -116,8 +120,8 @@ class CausalLMObjective(Objective):
     def flops_per_input(self) -> float | None:
         return _transformer_flops_per_token(self.model, 1.0, getattr(self, "seq_len", 0))
 
-    def export(self, output_dir: Path) -> None:
-        self.model.save_pretrained(output_dir)
+    def export(self, output_dir: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        self.model.save_pretrained(output_dir, state_dict=model_state(state_dict))
         self.tokenizer.save_pretrained(output_dir)
 
 

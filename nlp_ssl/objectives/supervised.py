@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nlp_ssl.data.task_data import IGNORE_INDEX
 from nlp_ssl.eval.metrics import compute_metric, seqeval_metric
-from nlp_ssl.objectives.base import Objective, StepOutput
+from nlp_ssl.objectives.base import Objective, StepOutput, model_state
 
 
 
@@ -91,8 +91,8 @@ class _FineTuneObjective(Objective):
         self.tokenizer = tokenizer
         self.eval_splits = list(eval_splits)
 
-    def export(self, output_dir: Path) -> None:
-        self.model.save_pretrained(output_dir)
+    def export(self, output_dir: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        self.model.save_pretrained(output_dir, state_dict=model_state(state_dict))
         self.tokenizer.save_pretrained(output_dir)
 
 

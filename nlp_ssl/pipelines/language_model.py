@@ -12,11 +12,11 @@ from nlp_ssl.config import TrainingConfig, dump_yaml
 from nlp_ssl.data.corpus import CorpusConfig, load_corpus
 from nlp_ssl.data.lm_data import build_lm_datasets, prepare_tokenizer
 from nlp_ssl.data.packing import collate_blocks
-from nlp_ssl.data.tokenizer import TokenizerConfig
+from nlp_ssl.data.tokenizer import TokenizerConfig, load_tokenizer
 from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome, run
 from nlp_ssl.errors import UserError
 from nlp_ssl.hub.model_card import CardInfo
-from nlp_ssl.models.transformer_lm import TransformerConfig, build_lm
+from nlp_ssl.models.transformer_lm import TransformerConfig, build_lm, check_checkpoint, check_tokenizer_matches
 from nlp_ssl.objectives.base import Objective
 from nlp_ssl.objectives.lm import CausalLMObjective, MaskedLMObjective
 from nlp_ssl.objectives.masking import MaskingConfig
@@ -62,12 +62,13 @@ class LanguageModelPipeline(Pipeline[LanguageModelConfig]):
         self.causal = kind == "causal"
 
     def prepare_inputs(self, cfg: LanguageModelConfig) -> Any:
+        if cfg.model.init_from:  # the checkpoint first: a wrong path is then named as such
+            check_checkpoint(cfg.model.init_from, self.kind)
         corpus = load_corpus(cfg.data)
-        if cfg.tokenizer.name_or_path and cfg.model.init_from and cfg.tokenizer.name_or_path != cfg.model.init_from:
-            from nlp_ssl.data.tokenizer import load_tokenizer
-            from nlp_ssl.models.transformer_lm import check_tokenizer_matches
-
-            check_tokenizer_matches(cfg.model.init_from, load_tokenizer(cfg.tokenizer.name_or_path))
+        if cfg.tokenizer.name_or_path:
+            tokenizer = load_tokenizer(cfg.tokenizer.name_or_path)  # a wrong name fails here, before any write
+            if cfg.model.init_from and cfg.tokenizer.name_or_path != cfg.model.init_from:
+                check_tokenizer_matches(cfg.model.init_from, tokenizer)
         return corpus
 
     def build_data(self, ctx: RunContext[LanguageModelConfig]) -> RunData:

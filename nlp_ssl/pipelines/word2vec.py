@@ -31,7 +31,7 @@ from nlp_ssl.data.word2vec_data import (
     collate_chunks,
     encode_corpus,
 )
-from nlp_ssl.engine.atomic import atomic_write_text
+from nlp_ssl.atomic import atomic_write_text
 from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome, finish_export, run
 from nlp_ssl.engine.trainer import TrainResult, write_final
 from nlp_ssl.errors import UserError
