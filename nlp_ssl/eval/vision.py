@@ -716,7 +716,7 @@ def add_vision_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_vision(args: argparse.Namespace) -> int:
     """Run the evaluation described by parsed ``args``, print the report, write JSON. Returns 0."""
-    from nlp_ssl.engine.atomic import atomic_write_text
+    from nlp_ssl.atomic import atomic_write_text
 
     json_path = Path(args.json) if args.json else None
     if json_path is not None and json_path.exists() and not args.overwrite:

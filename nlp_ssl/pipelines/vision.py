@@ -39,7 +39,7 @@ import torch
 from nlp_ssl.config import TrainingConfig, dump_yaml
 from nlp_ssl.data.image_views import ViewConfig
 from nlp_ssl.data.images import ImageData, ImageDataset, channel_stats, collate_images, hold_out, load_image_set, subset
-from nlp_ssl.engine.atomic import atomic_write_text
+from nlp_ssl.atomic import atomic_write_text
 from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome, run
 from nlp_ssl.errors import UserError
 from nlp_ssl.eval.vision import (VisionEvalConfig, evaluate_vision_model, flat_vision_metrics, format_vision_report,
