@@ -359,7 +359,7 @@ def test_simclr_and_moco_score_the_two_views_of_each_image(pixels):
     objective.rng.manual_seed(1)
     out = objective({"pixel_values": x})
     z_a, z_b = objective.net(view_a), objective.net(view_b)
-    assert float(out.loss) == pytest.approx(float(nt_xent_loss(z_a, z_b, objective.temperature)), rel=1e-5)
+    assert out.loss.item() == pytest.approx(nt_xent_loss(z_a, z_b, objective.temperature).item(), rel=1e-5)
     assert out.num_items == 12
 
     moco = build("moco").train()

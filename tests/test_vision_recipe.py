@@ -64,6 +64,7 @@ def test_debug_run_exports_an_evaluated_encoder_and_eval_vision_scores_it(tmp_pa
     assert (tmp_path / "random_plots" / "tsne.png").is_file()
     _assert_one_line_error(capsys, lambda: cli_main([*cli, "--json", str(tmp_path / "again.json")]), "already exists")
     _assert_one_line_error(capsys, lambda: cli_main(["eval", "vision", str(tmp_path)]), "neither a vision export")
+    _assert_one_line_error(capsys, lambda: cli_main(["eval", "vision", str(tmp_path / "missing")]), "does not exist")
 
 
 def _assert_one_line_error(capsys, call, fragment: str) -> None:

@@ -210,6 +210,10 @@ def load_vision_model(source: str | Path, init: Literal["pretrained", "random"] 
     if init not in ("pretrained", "random"):
         raise UserError(f"init must be 'pretrained' or 'random', got {init!r}")
     path = Path(source).expanduser()
+    text = str(source)
+    if not path.exists() and (path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1):
+        # A hub id is 'name' or 'owner/name': anything else is a local path that is simply missing.
+        raise UserError(f"model folder {text} does not exist; check the path (or give a hub id owner/name)")
     meta = _read_json(path / VISION_META) if (path / VISION_META).is_file() else {}
     if path.is_dir() and (path / "module.json").is_file():
         from nlp_ssl.models.generative import load_generative
