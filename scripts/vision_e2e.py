@@ -7,7 +7,8 @@ under the same settings, and prints a markdown table: linear probe at 1% / 10% /
 (100%), k-means NMI, PixelCNN's bits/dim, and the CPU time of each pretraining (the run's CPU time minus its
 end-of-run evaluation's; wall time depends on the load, CPU time much less).
 
-    python scripts/vision_e2e.py --runs-dir runs/vision-e2e                 # the README table (test split)
+    python scripts/vision_e2e.py --runs-dir runs/vision-e2e                 # full evaluation (test split)
+    python scripts/vision_e2e.py --max-train-samples 10000                  # the README table (test split)
     python scripts/vision_e2e.py --split validation --quick --only simclr   # choosing settings: never the test split
 
 Runs that finished earlier are reported, not retrained (the recipe recognises them), so the script can be
@@ -52,8 +53,10 @@ def _run(cmd: list[str], log: Path) -> tuple[float, float]:
     return _child_cpu() - cpu, time.perf_counter() - wall
 
 
-def _eval_overrides(split: str, quick: bool) -> list[str]:
+def _eval_overrides(split: str, quick: bool, max_train: int | None) -> list[str]:
     args = [f"evaluation.split={split}"]
+    if max_train and not quick:
+        args.append(f"evaluation.max_train_samples={max_train}")
     if quick:
         args += [f"evaluation.max_train_samples={QUICK['max_train_samples']}",
                  f"evaluation.label_fractions={QUICK['label_fractions']}", f"evaluation.repeats={QUICK['repeats']}",
@@ -61,8 +64,10 @@ def _eval_overrides(split: str, quick: bool) -> list[str]:
     return args
 
 
-def _eval_flags(split: str, quick: bool) -> list[str]:
+def _eval_flags(split: str, quick: bool, max_train: int | None) -> list[str]:
     flags = ["--split", split]
+    if max_train and not quick:
+        flags += ["--max-train-samples", str(max_train)]
     if quick:
         flags += ["--max-train-samples", str(QUICK["max_train_samples"]), "--repeats", str(QUICK["repeats"]),
                   "--label-fractions", *map(str, QUICK["label_fractions"])]
@@ -113,6 +118,8 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=["test", "validation"],
                         help="score on the test split (the table) or the held-out validation images (tuning)")
     parser.add_argument("--quick", action="store_true", help="cheaper evaluation (10k probe images, 10%%/100%%)")
+    parser.add_argument("--max-train-samples", type=int, metavar="N",
+                        help="probe and kNN train on a class-proportional subset of N training images (default: all)")
     parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="extra recipe overrides")
     parser.add_argument("--no-baselines", action="store_true", help="skip the random-init evaluations")
     args = parser.parse_args()
@@ -125,7 +132,7 @@ def main() -> None:
     for name in args.only or CONFIGS:
         out = runs / name
         cmd = [sys.executable, "recipes/vision.py", "--config", f"recipes/configs/vision/{name}.yaml",
-               f"output_dir={out}", *_eval_overrides(args.split, args.quick), *args.override]
+               f"output_dir={out}", *_eval_overrides(args.split, args.quick, args.max_train_samples), *args.override]
         already = (out / "final" / "vision_eval.json").is_file()
         cpu, wall = _run(cmd, runs / f"{name}.log")
         result = json.loads((out / "final" / "vision_eval.json").read_text())
@@ -152,7 +159,7 @@ def main() -> None:
             target = runs / f"random-{name}.json"
             if not target.is_file():
                 _run([sys.executable, "-m", "nlp_ssl.eval.vision", str(final), "--init", "random", "--json",
-                      str(target), *_eval_flags(args.split, args.quick)], runs / f"random-{name}.log")
+                      str(target), *_eval_flags(args.split, args.quick, args.max_train_samples)], runs / f"random-{name}.log")
             rows.append(_row(label, json.loads(target.read_text()), None))
     table = _table(rows, fractions)
     (runs / f"table_{args.split}.md").write_text(table + "\n")
