@@ -25,6 +25,7 @@ from nlp_ssl.data.pretext import NEIGHBOUR_OFFSETS
 from nlp_ssl.distributed import LOCAL, DistContext
 from nlp_ssl.models.vision import encoder_features
 from nlp_ssl.objectives.contrastive_losses import moco_loss, nt_xent_loss
+from nlp_ssl.objectives.vision_simclr import draw_two_views
 from nlp_ssl.pipelines.vision import PRETEXTS, VisionConfig, build_vision_objective, load_vision_inputs
 
 from conftest import REPO
@@ -86,6 +87,22 @@ def test_two_processes_with_half_batches_equal_one_process(name, pixels):
     assert single[2].keys() == halves[0][2].keys()
     for key, grad in single[2].items():
         torch.testing.assert_close(halves[0][2][key] + halves[1][2][key], grad, rtol=1e-4, atol=1e-5)
+
+
+def test_simclr_evaluation_scores_each_process_batch_alone(pixels):
+    """Held-out batches differ in size across processes (the engine evaluates with even_batches=False), so an
+    evaluation step must not gather (no process group exists here: a gather would raise); its loss is NT-Xent
+    over this process's own views."""
+    objective = build("simclr", "model.arch=vit").eval()
+    objective.dist = DistContext(1, 2)
+    x = pixels[:5]
+    with torch.no_grad():
+        objective.rng.manual_seed(1)
+        view_a, view_b = draw_two_views(objective, objective.unit(x), objective.views)
+        expected = nt_xent_loss(objective.net(view_a), objective.net(view_b), objective.temperature)
+        objective.rng.manual_seed(1)
+        out = objective({"pixel_values": x})
+    assert float(out.loss) == pytest.approx(float(expected), rel=1e-5) and out.num_items == 10
 
 
 def _spawn_worker(rank: int, port: int, queue) -> None:
@@ -349,7 +366,6 @@ def test_pixelcnn_loss_is_the_mean_pixel_nll(pixels):
 
 
 def test_simclr_and_moco_score_the_two_views_of_each_image(pixels):
-    from nlp_ssl.objectives.vision_simclr import draw_two_views
 
     objective = build("simclr").eval()
     x = pixels[:6]
