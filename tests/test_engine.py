@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nlp_ssl.config import TrainingConfig
+from nlp_ssl.distributed import LOCAL, DistContext
 from nlp_ssl.engine.run_dir import RunDirectory
 from nlp_ssl.engine.trainer import Trainer, make_accelerator
 from nlp_ssl.errors import UserError
@@ -200,6 +201,30 @@ def test_engine_calls_hooks_restores_buffers_after_eval_and_checkpoints_extra_st
     assert fresh.state.step == 4 and fresh.unwrapped.counter == 4 and fresh.unwrapped.seen.item() == 4
     assert fresh.unwrapped.calls == [(s, 8) for s in range(1, 5)]
     assert all(p.name.startswith("random_states") for p in checkpoint.glob("*.pkl"))  # no custom pickles
+
+
+class ContextRecorder(RaggedRegression):
+    """Records the distributed context each training step and each evaluation batch sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_in: dict[str, set] = {"train": set(), "eval": set()}
+
+    def forward(self, batch):
+        self.seen_in["train" if self.training else "eval"].add(self.dist)
+        return super().forward(batch)
+
+
+def test_evaluation_runs_without_collectives_and_training_keeps_its_context(tmp_path):
+    """Held-out batches are ragged across processes, so evaluation hands the objective a local context (a
+    gather there would pair tensors of different sizes or wait for a process that has no batch left)."""
+    trainer = _engine(tmp_path, "context", ContextRecorder())
+    objective = trainer.unwrapped
+    two_processes = DistContext(rank=1, world_size=2)
+    objective.dist = two_processes  # what a two-process run holds; evaluation alone must not use it
+    metrics = trainer.evaluate()
+    assert metrics["eval/items"] > 0 and objective.seen_in["eval"] == {LOCAL}
+    assert objective.dist is two_processes  # restored for training
 
 
 class ScoredRegression(RaggedRegression):

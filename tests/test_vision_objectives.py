@@ -89,22 +89,6 @@ def test_two_processes_with_half_batches_equal_one_process(name, pixels):
         torch.testing.assert_close(halves[0][2][key] + halves[1][2][key], grad, rtol=1e-4, atol=1e-5)
 
 
-def test_simclr_evaluation_scores_each_process_batch_alone(pixels):
-    """Held-out batches differ in size across processes (the engine evaluates with even_batches=False), so an
-    evaluation step must not gather (no process group exists here: a gather would raise); its loss is NT-Xent
-    over this process's own views."""
-    objective = build("simclr", "model.arch=vit").eval()
-    objective.dist = DistContext(1, 2)
-    x = pixels[:5]
-    with torch.no_grad():
-        objective.rng.manual_seed(1)
-        view_a, view_b = draw_two_views(objective, objective.unit(x), objective.views)
-        expected = nt_xent_loss(objective.net(view_a), objective.net(view_b), objective.temperature)
-        objective.rng.manual_seed(1)
-        out = objective({"pixel_values": x})
-    assert float(out.loss) == pytest.approx(float(expected), rel=1e-5) and out.num_items == 10
-
-
 def _spawn_worker(rank: int, port: int, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     dist.init_process_group("gloo", rank=rank, world_size=2)

@@ -34,7 +34,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from nlp_ssl.config import TrainingConfig
-from nlp_ssl.distributed import DistContext
+from nlp_ssl.distributed import LOCAL, DistContext
 from nlp_ssl.atomic import atomic_directory, atomic_write_text, share_with_group
 from nlp_ssl.engine.best import BestModel
 from nlp_ssl.engine.flops import peak_flops
@@ -483,26 +483,33 @@ class Trainer:
         objective = self.unwrapped
         objective.eval()
         buffers = {name: buf.clone() for name, buf in objective.named_buffers()}
+        # Held-out batches are ragged across processes (even_batches=False) and a process may have one batch
+        # fewer: a collective inside the objective would pair tensors of different sizes or wait forever, so
+        # each process scores its own batches (negatives, queues) and only the sums below are reduced.
+        dist_context, objective.dist = objective.dist, LOCAL
         # A fixed seed makes stochastic evaluation (e.g. which tokens are masked) the same at every step.
         self._seed_step(0, salt=12345)
         sums: dict[str, torch.Tensor] = {}
         predictions: list[torch.Tensor] = []
         references: list[torch.Tensor] = []
         items = torch.zeros((), device=acc.device, dtype=torch.float64)
-        for index, batch in enumerate(tqdm(self.eval_loader, desc="eval", leave=False,
-                                           disable=not acc.is_local_main_process)):
-            if self.config.max_eval_batches is not None and index >= self.config.max_eval_batches:
-                break
-            with acc.autocast():
-                out = objective.evaluate_batch(batch)
-            n = torch.as_tensor(out.num_items, device=acc.device, dtype=torch.float64)
-            items += n
-            if out.predictions is not None:
-                # Ragged per process (even_batches=False), so no padding sample is counted twice.
-                predictions.append(_gather_ragged(acc, out.predictions))
-                references.append(_gather_ragged(acc, out.references))
-            for name, value in {"loss": out.loss, **out.metrics}.items():
-                sums[name] = sums.get(name, torch.zeros((), device=acc.device, dtype=torch.float64)) + value.detach().double() * n
+        try:
+            for index, batch in enumerate(tqdm(self.eval_loader, desc="eval", leave=False,
+                                               disable=not acc.is_local_main_process)):
+                if self.config.max_eval_batches is not None and index >= self.config.max_eval_batches:
+                    break
+                with acc.autocast():
+                    out = objective.evaluate_batch(batch)
+                n = torch.as_tensor(out.num_items, device=acc.device, dtype=torch.float64)
+                items += n
+                if out.predictions is not None:
+                    # Ragged per process (even_batches=False), so no padding sample is counted twice.
+                    predictions.append(_gather_ragged(acc, out.predictions))
+                    references.append(_gather_ragged(acc, out.references))
+                for name, value in {"loss": out.loss, **out.metrics}.items():
+                    sums[name] = sums.get(name, torch.zeros((), device=acc.device, dtype=torch.float64)) + value.detach().double() * n
+        finally:
+            objective.dist = dist_context
         for name, buf in objective.named_buffers():
             if name in buffers:
                 buf.copy_(buffers[name])

@@ -20,6 +20,8 @@ Rules every objective follows (``tests/test_objective_contract.py`` checks them 
 2. **Evaluation never changes training state.** :meth:`Objective.evaluate_batch` runs under
    ``torch.no_grad`` with the objective in eval mode; methods with state (a MoCo queue) only update it in
    training mode. The engine also restores every buffer after an evaluation, so a slip cannot leak.
+   During evaluation ``self.dist`` is the local context: held-out batches are ragged across processes,
+   so each process scores its own batches (negatives included) and the engine reduces the sums.
 3. **State the objective owns is checkpointed by the engine.** Tensors that must survive a restart (a
    queue, its pointer, a momentum encoder) are persistent buffers or frozen submodules: they are part of the
    objective's ``state_dict`` and so of every checkpoint. Anything else goes through

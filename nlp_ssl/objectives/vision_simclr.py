@@ -83,9 +83,7 @@ class SimCLRObjective(VisionObjective):
         view_a, view_b = draw_two_views(self, x, self.views)
         z = self.net(torch.cat([view_a, view_b]))  # one pass over both views: [2B, d]
         z_a, z_b = z[:rows], z[rows:]
-        # Held-out batches are ragged across processes (the engine evaluates with even_batches=False), so a
-        # gather there would pair tensors of different sizes: evaluation scores each process's batch alone.
-        if self.dist.distributed and self.training:
+        if self.dist.distributed:
             loss = nt_xent_loss(z_a, z_b, self.temperature, all_a=self.dist.all_gather(z_a),
                                 all_b=self.dist.all_gather(z_b), offset=self.dist.offset(rows))
         else:
