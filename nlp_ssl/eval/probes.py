@@ -96,7 +96,7 @@ def _sequence_split(ds: Any, columns: Sequence[str]) -> Split:
 
 
 def load_probe_data(task: str, data_dir: str | None = None, seed: int = 0) -> ProbeData:
-    """Load ``bbc_news``, ``wnut16``, ``conll2003``, a GLUE task (hub or ``data_dir``) or a CoNLL file/folder.
+    """Load ``bbc_news``, ``trec``, ``wnut16``, ``conll2003``, a GLUE task (hub or ``data_dir``) or a CoNLL file/folder.
 
     Raises:
         UserError: an unknown task, or any data error of the loaders (missing file, bad label...).
@@ -107,6 +107,12 @@ def load_probe_data(task: str, data_dir: str | None = None, seed: int = 0) -> Pr
 
         dsd = load_bbc_news_classification()
         return ProbeData("bbc_news", "sequence", "accuracy", list(BBC_NEWS_LABELS),
+                         _sequence_split(dsd["train"], ["text"]), {"test": _sequence_split(dsd["test"], ["text"])})
+    if key in ("trec", "trec6", "trec-6"):
+        from nlp_ssl.data.builtin import TREC_LABELS, load_trec_classification
+
+        dsd = load_trec_classification()
+        return ProbeData("trec", "sequence", "accuracy", list(TREC_LABELS),
                          _sequence_split(dsd["train"], ["text"]), {"test": _sequence_split(dsd["test"], ["text"])})
     if key in _NER_NAMES or Path(task).expanduser().exists():
         from nlp_ssl.data.conll import load_ner
@@ -122,7 +128,7 @@ def load_probe_data(task: str, data_dir: str | None = None, seed: int = 0) -> Pr
     from nlp_ssl.data.glue import GLUE_TASKS, get_glue_task, load_glue_task
 
     if task not in GLUE_TASKS:
-        raise UserError(f"unknown probe task {task!r}; use bbc_news, wnut16, conll2003, a GLUE task "
+        raise UserError(f"unknown probe task {task!r}; use bbc_news, trec, wnut16, conll2003, a GLUE task "
                         f"({', '.join(GLUE_TASKS)}) or a CoNLL file / folder")
     spec = get_glue_task(task)
     dsd = load_glue_task(spec, data_dir=data_dir)
@@ -591,7 +597,7 @@ def add_probe_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "id: mean-pooled states; or word vectors: averaged vectors) and score it on TASK, optionally "
                     "with only N labels per class.")
     p.add_argument("source", metavar="SOURCE", help="model folder / hub id, or a vectors file / export folder")
-    p.add_argument("--task", required=True, help="bbc_news | wnut16 | conll2003 | a GLUE task | a CoNLL file or folder")
+    p.add_argument("--task", required=True, help="bbc_news | trec | wnut16 | conll2003 | a GLUE task | a CoNLL file or folder")
     p.add_argument("--data-dir", help="local data: GLUE TSV/JSONL folder, or CoNLL files for conll2003")
     p.add_argument("--features", default="auto", choices=["auto", "encoder", "vectors"],
                    help="how to read SOURCE (default: guess from it)")
