@@ -22,9 +22,15 @@ WORD_SPECIALS = {"unk_token": "<unk>", "eos_token": "<eos>", "bos_token": "<eos>
 
 @dataclass
 class TokenizerConfig:
-    """Either an existing tokenizer (``name_or_path``: a folder or hub id) or one trained on the corpus."""
+    """Either an existing tokenizer (``name_or_path``: a folder or hub id) or one trained on the corpus.
+
+    ``kind`` picks what is trained: ``wordpiece`` (BERT), ``bpe`` (byte-level, GPT-2) or ``wordlevel`` (one id per
+    whitespace-separated word, for per-word perplexities on a corpus that is already tokenised into words, such
+    as Mikolov's PTB); None is the recipe's default (WordPiece for masked LM, BPE for causal LM).
+    """
 
     name_or_path: str | None = None
+    kind: Literal["wordpiece", "bpe", "wordlevel"] | None = None
     vocab_size: int = 8192
     min_frequency: int = 2
     lowercase: bool = True
