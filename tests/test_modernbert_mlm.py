@@ -89,3 +89,22 @@ def test_architecture_must_fit_the_recipe(tokenizer) -> None:
         build_lm("masked", TransformerConfig(architecture="lstm"), tokenizer, 32)
     with pytest.raises(UserError, match="lstm only"):
         TransformerConfig(architecture="modernbert", softmax="adaptive")
+
+
+def test_special_words_stay_whole_and_are_never_masked() -> None:
+    lines = ["pierre <unk> N years old will join the board", "the <unk> fell N points"] * 30
+    plain = train_tokenizer(lines, "wordpiece", TokenizerConfig(vocab_size=300, min_frequency=1))
+    assert plain.convert_ids_to_tokens(plain("a <unk> b")["input_ids"]) == ["[CLS]", "a", "<", "unk", ">", "b", "[SEP]"]
+    tok = train_tokenizer(lines, "wordpiece", TokenizerConfig(vocab_size=300, min_frequency=1, special_words=["<unk>"]))
+    ids = tok("a <unk> b")["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["[CLS]", "a", "<unk>", "b", "[SEP]"]
+    unk = tok.convert_tokens_to_ids("<unk>")
+    assert unk == 5 and unk in tok.all_special_ids  # right after BERT's five specials, whatever the corpus
+    model = _modernbert(tok)
+    objective = MaskedLMObjective(model, tok, MaskingConfig(mlm_probability=0.99))
+    batch = torch.tensor([tok("the <unk> fell N points <unk>")["input_ids"]] * 4)
+    objective.rng.manual_seed(0)
+    _, selected = objective.corrupt(batch, torch.ones_like(batch))
+    assert not selected[batch == unk].any() and selected[batch == tok.convert_tokens_to_ids("fell")].all()
+    with pytest.raises(UserError, match="special_words"):
+        TokenizerConfig(special_words=["two words"])
