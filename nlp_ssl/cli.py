@@ -6,6 +6,8 @@
     nlp-ssl eval intrinsic VECTORS_OR_MODEL      word similarity / analogy / neighbours
     nlp-ssl eval probe MODEL --task TASK         linear probe of frozen features
     nlp-ssl eval health MODEL [--corpus C]       representation health: anisotropy, rank, accuracy by frequency
+    nlp-ssl eval sentence MODEL [--task T ...]   sentence embeddings: kNN / probe accuracy, STS Spearman
+    nlp-ssl embed MODEL TEXTS_FILE --out F.npy   sentence embeddings of a text file (.npy or .jsonl)
     nlp-ssl push FOLDER_OR_RUN REPO_ID           upload an export (model, tokenizer, card, data cards) to the Hub
     nlp-ssl report RUN [RUN ...] [--out F]       one HTML page (and a markdown twin) with curves and results
 """
@@ -22,7 +24,7 @@ from nlp_ssl.registry import Recipe, get_recipe, recipes, run_recipe
 
 #: ``nlp-ssl eval <command>``: (module, function adding its sub-parser).
 EVAL_COMMANDS = [("nlp_ssl.eval.intrinsic_cli", "add_intrinsic_parser"), ("nlp_ssl.eval.probes", "add_probe_parser"),
-                 ("nlp_ssl.eval.health", "add_health_parser")]
+                 ("nlp_ssl.eval.health", "add_health_parser"), ("nlp_ssl.eval.sentence", "add_sentence_parser")]
 
 
 def recipes_dir() -> Path:
@@ -140,8 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     from nlp_ssl.hub.push import add_push_parser
     from nlp_ssl.report import add_report_parser
 
+    from nlp_ssl.eval.sentence import add_embed_parser
+
     add_push_parser(sub)
     add_report_parser(sub)
+    add_embed_parser(sub)
 
     evaluate = sub.add_parser("eval", help="evaluate word vectors or a model")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)

@@ -20,9 +20,10 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_lm.py"
 
 
 @pytest.mark.slow
-def test_bench_lm_smoke(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["masked", "causal"])
+def test_bench_lm_smoke(tmp_path: Path, kind: str) -> None:
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(SCRIPT), "--steps", "2", "--warmup-steps", "1", "--repeats", "2",
+    cmd = [sys.executable, str(SCRIPT), "--kind", kind, "--steps", "2", "--warmup-steps", "1", "--repeats", "2",
            "--batch-size", "4", "--block-size", "32", "--layers", "1", "--hidden", "32", "--vocab-size", "400",
            "--max-train-samples", "300", "--eval-blocks", "4", "--json", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
@@ -41,6 +42,9 @@ def test_bench_lm_smoke(tmp_path: Path) -> None:
             assert len(run["step_times"]) == 2
         assert report[side]["tokens_per_sec"]["min"] <= report[side]["tokens_per_sec"]["median"]
     assert report["ratio"]["median"] > 0
-    assert report["model"]["layers"] == 1 and report["model"]["hidden"] == 32
+    assert report["model"]["layers"] == 1 and report["model"]["hidden"] == 32 and report["model"]["kind"] == kind
+    assert report["peak_flops"] > 1e9 and report["model_flops_per_token"] > 0
+    for side in ("engine", "trainer"):
+        assert 0 < report[side]["mfu"] < 1 and report[side]["peak_memory_bytes"] > 2**20
     # Nothing is written outside the temp folder and the JSON file.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]

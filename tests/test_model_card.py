@@ -141,3 +141,11 @@ def test_push_card_matches_the_roundtrip_of_its_eval_results(mlm_run):
     results = json.loads((mlm_run / "final" / "eval_results.json").read_text())
     scores, others = split_metrics(results)
     assert read_card_metrics(mlm_run / "final") == scores and set(others) == {"eval/items"}
+
+
+def test_portable_text_leaves_ratios_and_urls_alone():
+    from nlp_ssl.hub.portable import portable_text
+
+    text = "masked LM (80%/10%/10% mask/random/keep), see https://hf.co/a/b and /home/me/data/t.txt"
+    assert portable_text(text, cwd=Path("/nowhere")) == ("masked LM (80%/10%/10% mask/random/keep), see "
+                                                         "https://hf.co/a/b and .../t.txt")

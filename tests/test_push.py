@@ -384,3 +384,23 @@ def test_publisher_without_a_token_warns_once_at_the_start(run, tmp_path, monkey
     lines = Lines()
     Publisher(HubConfig(push_to_hub=True, hub_model_id="me/x"), run, print_fn=lines).close()
     assert len(lines) == 1 and "no Hugging Face token" in lines[0] and "nlp-ssl push " in lines[0]
+
+
+def test_fine_tuning_pushes_the_selected_model_once(hub, tmp_path):
+    """Several seeds, one published model: the task's final/ (the median seed's), not every seed's run."""
+    from test_finetune_recipes import GLUE_DEBUG, write_sst2
+
+    data = write_sst2(tmp_path / "glue", n_train=64, n_dev=32)
+    model = tmp_path / "tiny"
+    save_tiny_bert(model)
+    out = tmp_path / "sst2-tiny"
+    result = subprocess.run(
+        [sys.executable, "recipes/finetune_glue.py", "--config", str(GLUE_DEBUG), f"data_dir={data}", f"model={model}",
+         f"output_dir={out}", "seeds=[1,2]", "num_train_epochs=1", "push_to_hub=true", "hub_model_id=me/sst2-tiny"],
+        cwd=REPO, env=hub_env(hub.url, tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(hub.commits) == 1 and hub.commits[0].message.startswith("End of training")
+    files = hub.files("me/sst2-tiny")
+    assert files["model.safetensors"] == (out / "final" / "model.safetensors").read_bytes()
+    assert "finetune_result.json" in files
+    assert_no_token_in(out)

@@ -1,8 +1,10 @@
-"""The rule in ``objectives/base.py``: all randomness of a step is drawn inside ``forward`` from the global RNG.
+"""The rule in ``objectives/base.py``: all randomness of a step is drawn inside ``forward``, from the global RNG
+and the objective's per-example generator, both seeded by the engine.
 
 For every objective the toolkit ships, on a real batch built by its own collator: the collator draws nothing
 from the global RNG, and two forward passes from the same seed give the same loss (so a resumed run, which
-re-seeds each step, replays the uninterrupted run). Objectives added later join ``BUILDERS``.
+re-seeds each step, replays the uninterrupted run). Objectives added later join ``BUILDERS`` (stateful ones,
+whose forward changes a queue, are replayed through a kill and resume instead: tests/test_contrastive_recipe.py).
 """
 
 from __future__ import annotations
@@ -102,9 +104,38 @@ def classification(kind: str) -> Callable[[], tuple[Objective, list[Any], Callab
     return build
 
 
-BUILDERS = {"masked_lm": masked_lm, "causal_lm": causal_lm, "recurrent_lm": recurrent_lm, "skipgram": word2vec("skipgram"),
+def contrastive(method: str) -> Callable[[], tuple[Objective, list[Any], Callable]]:
+    def build():
+        from nlp_ssl.data.sentences import TextCollator, tokenize_labelled
+        from nlp_ssl.data.text_views import TextViewConfig
+        from nlp_ssl.models.sentence_encoder import ProjectionHead
+        from nlp_ssl.objectives.contrastive import (ContrastiveConfig, ContrastiveTextObjective,
+                                                    SupervisedContrastiveObjective, TextCPCObjective)
+        from transformers import BertModel
+
+        tok = _tokenizer("wordpiece")
+        encoder = BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64))
+        head = ProjectionHead(32, 16, 8)
+        cfg = ContrastiveConfig(method=method, queue_size=8)
+        if method == "cpc":
+            objective: Objective = TextCPCObjective(encoder, tok, "mean", cfg, 24)
+        elif method == "supervised":
+            objective = SupervisedContrastiveObjective(encoder, tok, "mean", head, cfg, 24)
+        else:
+            views = TextViewConfig(word_deletion=0.2, crop_min=0.6, reorder_window=2)
+            objective = ContrastiveTextObjective(encoder, tok, "mean", head, cfg, views, 24)
+        data = tokenize_labelled(LINES[:4], [0, 1, 0, 1], tok, 24)
+        return objective, [data[i] for i in range(4)], TextCollator(tok.pad_token_id)
+    return build
+
+
+BUILDERS = {"masked_lm": masked_lm, "causal_lm": causal_lm, "recurrent_lm": recurrent_lm,
+            "skipgram": word2vec("skipgram"),
             "cbow": word2vec("cbow"), "sequence_classification": classification("sequence"),
-            "token_classification": classification("token")}
+            "token_classification": classification("token"), "simcse_augmented": contrastive("nt_xent"),
+            "supervised_contrastive": contrastive("supervised"),
+            "cpc": contrastive("cpc")}
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

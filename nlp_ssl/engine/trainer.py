@@ -70,7 +70,8 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed by this process
-    items_seen: float = 0.0
+    items_seen: float = 0.0  # loss terms (e.g. masked tokens)
+    inputs_seen: float = 0.0  # what throughput counts (input tokens, words, images)
     train_seconds: float = 0.0
 
     def state_dict(self) -> dict[str, Any]:
@@ -424,6 +425,7 @@ class Trainer:
         unit = self.unwrapped.throughput_unit
         record, items, inputs, seconds = self._window.reduce(acc)  # the one device sync between log steps
         self.state.items_seen += items
+        self.state.inputs_seen += inputs
         self.state.train_seconds = self._clock.total_seconds()
         record["train/lr"] = self.scheduler.get_last_lr()[0]
         record["train/epoch"] = self.state.epoch + self._epoch_fraction()
@@ -605,7 +607,8 @@ class Trainer:
         if acc.is_main_process:
             state = {"step": self.state.step, "max_steps": self.config.max_steps, "complete": complete,
                      "epoch": self.state.epoch, "train_seconds": round(self.state.train_seconds, 2),
-                     "items_seen": self.state.items_seen}
+                     "items_seen": self.state.items_seen, "inputs_seen": self.state.inputs_seen,
+                     "input_unit": self.unwrapped.throughput_unit}
             write_artifact = (self.unwrapped.export if full_state is None
                               else lambda folder: self.unwrapped.export(folder, state_dict=full_state))
             try:

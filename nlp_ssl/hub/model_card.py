@@ -218,9 +218,11 @@ def _compute_rows(info: CardInfo, state: dict[str, Any], hardware: str) -> list[
     if state.get("complete") is False:
         steps += " (stopped early by the time budget)"
     rows = [("optimizer steps", steps)]
-    items = info.items_seen if info.items_seen is not None else state.get("items_seen")
+    # What the engine counts as throughput (input tokens, words, images), not the loss terms (masked tokens).
+    items = info.items_seen if info.items_seen is not None else state.get("inputs_seen", state.get("items_seen"))
+    name = info.items_name if info.items_seen is not None else state.get("input_unit", info.items_name)
     if isinstance(items, (int, float)) and items > 0:
-        rows.append((f"{info.items_name} seen", f"{int(items):,}"))
+        rows.append((f"{name} seen", f"{int(items):,}"))
     seconds = info.train_seconds if info.train_seconds is not None else state.get("train_seconds")
     if isinstance(seconds, (int, float)) and seconds > 0:
         rows.append(("wall time (training loop)", format_duration(float(seconds))))

@@ -20,7 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _PYTHON = re.compile(r"^python(\d+(\.\d+)*)?(\.exe)?$")
 # `key=value` overrides and `--option=value` flags: only the value can be a path.
 # A POSIX absolute path inside text: "/" plus at least one name, not part of a URL or a fraction ("1/2").
-_ABSOLUTE = re.compile(r"(?<![\w.:/~\-])/(?:[\w.@+\-]+/)*[\w.@+\-]+")
+# Only where a path can begin (start, whitespace, quotes, brackets, '='): "80%/10%/10%" is no path.
+_ABSOLUTE = re.compile(r"(?<![^\s=(\[\"'`])/(?:[\w.@+\-]+/)*[\w.@+\-]+")
 _ASSIGNMENT = re.compile(r"^(--?[\w.-]+=|[A-Za-z_][\w.]*=)(.*)$", re.S)
 
 

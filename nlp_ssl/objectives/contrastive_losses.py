@@ -24,10 +24,12 @@ from nlp_ssl.errors import UserError
 __all__ = [
     "alignment_uniformity",
     "batch_hard_triplet_loss",
+    "cpc_loss",
     "info_nce_loss",
     "moco_loss",
     "nt_xent_loss",
     "siamese_contrastive_loss",
+    "supervised_nt_xent_loss",
     "triplet_loss",
 ]
 
@@ -229,6 +231,152 @@ def moco_loss(
     if queue.dim() != 2:
         raise UserError(f"moco_loss: 'queue' must be [K, D], got shape {tuple(queue.shape)}")
     return info_nce_loss(query, key.detach(), queue.detach(), temperature, normalize=normalize)
+
+
+def supervised_nt_xent_loss(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    *,
+    all_z: torch.Tensor | None = None,
+    all_labels: torch.Tensor | None = None,
+    offset: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent with every example of the same label as a positive (supervised contrastive, "L_out").
+
+    Khosla et al. 2020, "Supervised Contrastive Learning", eq. 2. Each local anchor ``i`` is scored against
+    every candidate ``j != i`` of the global batch; its positives ``P(i)`` are the candidates with its label::
+
+        l(i) = -1/|P(i)| sum_{p in P(i)} log( exp(sim(z_i, z_p) / t) / sum_{j != i} exp(sim(z_i, z_j) / t) )
+        loss = 1/|A| sum_{i in A} l(i)
+
+    with ``sim`` the cosine similarity and ``A`` the anchors that have at least one positive (the others
+    add nothing). With exactly one positive per anchor this is SimCLR's NT-Xent (:func:`nt_xent_loss` with
+    ``z = cat(z_a, z_b)`` and the example index as the label), so pairs (anchor, positive) use it with a
+    label per pair and triplets add each negative under a label of its own.
+
+    Data parallelism: as in :func:`nt_xent_loss`, pass the gathered embeddings and labels as ``all_z`` /
+    ``all_labels`` and this process's first row as ``offset``; weight by the returned anchor count.
+
+    Args:
+        z: local embeddings (any scale: normalised inside).
+        labels: integer label of each local row; rows sharing a label are positives of each other.
+        temperature: ``t > 0``.
+        all_z, all_labels: the whole global batch (default ``z`` / ``labels``).
+        offset: row of ``z[0]`` inside ``all_z``.
+
+    Shape:
+        - z: ``[N, D]``; labels: ``[N]``
+        - all_z: ``[M, D]``; all_labels: ``[M]``
+        - output: ``(loss, num_anchors)``: a scalar mean over ``A`` and a 0-d int64 tensor ``|A|``
+    """
+    _check_temperature(temperature)
+    _check_matrix(z, "z")
+    if labels.shape != z.shape[:1]:
+        raise UserError(f"'labels' must be [N] = [{z.shape[0]}], got shape {tuple(labels.shape)}")
+    if (all_z is None) != (all_labels is None):
+        raise UserError("supervised_nt_xent_loss: pass both 'all_z' and 'all_labels' or neither")
+    n = z.shape[0]
+    anchors = F.normalize(_fp32(z), dim=1)  # [N, D]
+    if all_z is None:
+        candidates, cand_labels = anchors, labels
+    else:
+        _check_matrix(all_z, "all_z")
+        if all_labels.shape != all_z.shape[:1] or all_z.shape[1] != z.shape[1]:
+            raise UserError(f"supervised_nt_xent_loss: all_z {tuple(all_z.shape)} and all_labels "
+                            f"{tuple(all_labels.shape)} do not fit the local [{n}, {z.shape[1]}] rows")
+        if not 0 <= offset <= all_z.shape[0] - n:
+            raise UserError(f"supervised_nt_xent_loss: offset {offset} + {n} rows does not fit in {all_z.shape[0]}")
+        candidates, cand_labels = F.normalize(_fp32(all_z), dim=1), all_labels
+    logits = anchors @ candidates.T / temperature  # [N, M]
+    own = torch.arange(n, device=logits.device) + offset
+    is_self = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, own[:, None], True)
+    logits = logits.masked_fill(is_self, _mask_value(logits.dtype))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # [N, M]
+    positive = (labels[:, None] == cand_labels[None, :]) & ~is_self
+    n_pos = positive.sum(1)
+    used = n_pos > 0
+    # Masked by where(): the -max fill of the self column never reaches the sum, nor its gradient.
+    per_anchor = -torch.where(positive, log_prob, 0.0).sum(1) / n_pos.clamp(min=1)
+    count = used.sum()
+    return torch.where(used, per_anchor, 0.0).sum() / count.clamp(min=1), count
+
+
+def cpc_loss(
+    predictions: torch.Tensor,
+    encodings: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    all_encodings: torch.Tensor | None = None,
+    all_mask: torch.Tensor | None = None,
+    offset: int = 0,
+    normalize: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contrastive predictive coding: InfoNCE of each k-step-ahead prediction against every other position.
+
+    van den Oord, Li & Vinyals 2018, "Representation Learning with Contrastive Predictive Coding",
+    eqs. 3-4. ``predictions[b, t, k-1] = W_k c_t`` predicts the encoding ``z_{b, t+k}`` (``k = 1 .. K``).
+    Every valid position of every example of the (global) batch is a candidate: the true future encoding is
+    the positive, all other candidates are negatives (other positions of the same text and the positions
+    of the other texts)::
+
+        f_k(z, c_t) = z . W_k c_t / temperature       (the paper's log-bilinear score; cosine if normalize)
+        l(b, t, k) = -log( exp f_k(z_{b,t+k}, c_{b,t}) / sum_{(b',s) valid} exp f_k(z_{b',s}, c_{b,t}) )
+        loss = mean over valid (b, t, k): positions t and t + k both real tokens of example b
+
+    Data parallelism: pass the encodings and masks of every process (gathered with gradients, padded to a
+    common length) as ``all_encodings`` / ``all_mask`` and this process's first example as ``offset``.
+
+    Args:
+        predictions: ``W_k c_t`` for every position and step.
+        encodings: the token encodings ``z`` the predictions aim at.
+        mask: True at real tokens (the positions that are predicted from and predicted).
+        temperature: ``> 0``; the paper's score is a plain dot product (temperature 1).
+        all_encodings, all_mask: candidates from the whole global batch (default the local ones).
+        offset: index of the local first example in ``all_encodings``.
+        normalize: cosine scores instead of dot products.
+
+    Shape:
+        - predictions: ``[B, T, K, D]``; encodings: ``[B, T, D]``; mask: ``[B, T]`` bool
+        - all_encodings: ``[B', T', D]`` with ``T' >= T``; all_mask: ``[B', T']``
+        - output: ``(loss, num_terms)``: the scalar mean and a 0-d int64 tensor (the number of valid terms)
+    """
+    _check_temperature(temperature)
+    if predictions.dim() != 4 or encodings.dim() != 3 or predictions.shape[:2] != encodings.shape[:2] \
+            or predictions.shape[3] != encodings.shape[2] or mask.shape != encodings.shape[:2]:
+        raise UserError(f"cpc_loss: predictions [B, T, K, D], encodings [B, T, D] and mask [B, T] do not fit: "
+                        f"{tuple(predictions.shape)}, {tuple(encodings.shape)}, {tuple(mask.shape)}")
+    if (all_encodings is None) != (all_mask is None):
+        raise UserError("cpc_loss: pass both 'all_encodings' and 'all_mask' or neither")
+    b, t, k_max, _ = predictions.shape
+    if all_encodings is None:
+        all_encodings, all_mask, offset = encodings, mask, 0
+    mask, all_mask = mask.bool(), all_mask.bool()
+    t_all = all_encodings.shape[1]
+    if t_all < t or not 0 <= offset <= all_encodings.shape[0] - b:
+        raise UserError(f"cpc_loss: gathered encodings {tuple(all_encodings.shape)} cannot hold the local "
+                        f"[{b}, {t}] rows at offset {offset}")
+    # Candidates: every valid position of the global batch, flattened; slot[i] is its row among them.
+    flat_mask = all_mask.reshape(-1)
+    candidates = _fp32(all_encodings).reshape(-1, all_encodings.shape[2])[flat_mask]  # [M, D]
+    slot = torch.cumsum(flat_mask.long(), 0) - 1
+    queries, targets = [], []
+    rows = torch.arange(b, device=encodings.device)[:, None] + offset
+    for k in range(1, min(k_max, t - 1) + 1):  # K is small (a handful of steps): one batched block per step
+        valid = mask[:, :-k] & mask[:, k:]  # [B, T-k]
+        queries.append(_fp32(predictions[:, :-k, k - 1])[valid])
+        future = rows * t_all + torch.arange(k, t, device=encodings.device)[None, :]  # flat index of z_{t+k}
+        targets.append(slot[future[valid]])
+    q = torch.cat(queries) if queries else candidates.new_zeros(0, candidates.shape[1])
+    target = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long, device=candidates.device)
+    count = torch.as_tensor(target.numel(), device=candidates.device)
+    if target.numel() == 0:
+        return predictions.sum() * 0.0, count
+    if normalize:
+        q, candidates = F.normalize(q, dim=1), F.normalize(candidates, dim=1)
+    logits = q @ candidates.T / temperature  # [Q, M]
+    return F.cross_entropy(logits, target), count
 
 
 # ------------------------------------------------------------------------------------- metric learning

@@ -50,6 +50,7 @@ from nlp_ssl.objectives.base import Objective
 from nlp_ssl.objectives.supervised import (SequenceClassificationObjective, TokenClassificationObjective,
                                            split_prefix)
 from nlp_ssl.hub.portable import portable_command
+from nlp_ssl.hub.publish import Publisher
 from nlp_ssl.pipelines.finetune_card import FinetuneCardInfo, write_finetune_card
 from nlp_ssl.registry import register
 from nlp_ssl.data.task_data import PadCollator, PreparedData, prepare_sequence_data, prepare_token_data
@@ -400,6 +401,7 @@ def _run_seed(run: _Run, seed: int, root: Path) -> SeedOutcome:
     cfg.seed, cfg.seeds, cfg.output_dir = seed, [], str(root / f"seed_{seed}")
     cfg.overwrite_output_dir = False  # the task folder was already checked; a seed folder is only ever resumed
     cfg.metric_for_best_model, cfg.greater_is_better = f"eval/{_select_key(run)}", True
+    cfg.push_to_hub = False  # what is published is the task's selected model (see _finetune_task), not each seed
     outcome = run_engine(_SeedPipeline(run, seed), cfg)
     state = PartialState()
     checkpoints = Path(cfg.output_dir) / "checkpoints"
@@ -457,6 +459,11 @@ def _finetune_task(run: _Run, root: Path) -> TaskOutcome:
             atomic_write_text(tmp / "finetune_result.json", to_json(summary))
         atomic_write_text(root / "results.md", task_markdown(summary))
         atomic_write_text(root / "results.json", to_json(summary))
+        publisher = Publisher(cfg, root)  # hub_model_id defaults to the task folder's name
+        try:
+            publisher.on_final(root / "final")
+        finally:
+            publisher.close()
     state.wait_for_everyone()
     return TaskOutcome(run.spec.name, root, summary)
 
