@@ -101,7 +101,7 @@ def pretrain(name: str, out: Path, quick: bool) -> dict[str, Any]:
         state = json.loads((run / "final" / "trainer_state.json").read_text())
         metrics = json.loads((run / "final" / "eval_results.json").read_text())
         return {"final": str(run / "final"), "wall_seconds": round(time.perf_counter() - started, 1),
-                "steps": state["step"], "tokens": state.get("items_seen"), "eval_perplexity": metrics["eval/perplexity"],
+                "steps": state["step"], "tokens": state.get("inputs_seen", state.get("items_seen")), "eval_perplexity": metrics["eval/perplexity"],
                 "eval_accuracy": metrics["eval/accuracy"]}
 
     return cached(out / "pretrain" / f"{name}.json", train)
