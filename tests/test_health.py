@@ -199,6 +199,8 @@ def test_masked_lm_report_with_gradient_probe(tiny_bert: Path, ptb: dict[str, li
 
     grads = report["gradients"]
     assert grads["pooler_in_checkpoint"] is False  # BertForMaskedLM saves no pooler
+    assert grads["new_weights"] == ["bert.pooler.dense.bias", "bert.pooler.dense.weight", "classifier.bias",
+                                    "classifier.weight"]
     assert grads["num_labels"] == 5 and grads["examples"] == 16
     own, mean = grads["heads"]["cls_pooler"]["grad_norm"], grads["heads"]["mean_pooling"]["grad_norm"]
     assert list(own) == ["embeddings", "layer 1", "layer 2", "pooler", "head"]
@@ -207,6 +209,7 @@ def test_masked_lm_report_with_gradient_probe(tiny_bert: Path, ptb: dict[str, li
         assert math.isfinite(value) and value > 0
     text = format_health(report)
     assert "pooler in checkpoint: no" in text and "top-100" in text and "layer 2" in text
+    assert "not in the checkpoint: bert.pooler.dense.bias" in text
 
     again = model_health(str(tiny_bert), ptb["valid"], max_texts=128, seed=0)
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731 - NaN == NaN
@@ -247,7 +250,26 @@ def test_encoder_with_trained_pooler() -> None:
                           gradient_examples=10)
     assert report["kind"] == "encoder" and "masked_lm" not in report and "causal_lm" not in report
     assert report["gradients"]["pooler_in_checkpoint"] is True
+    assert report["gradients"]["new_weights"] == ["classifier.bias", "classifier.weight"]
     assert len(report["layers"]) == 7
+
+
+def test_modernbert_classifier_starts_from_the_pretrained_transform(ptb: dict[str, list[str]], tmp_path: Path) -> None:
+    from nlp_ssl.data.tokenizer import TokenizerConfig, train_tokenizer
+    from nlp_ssl.models.transformer_lm import TransformerConfig, build_lm
+
+    tokenizer = train_tokenizer(ptb["train"][:3000], "wordpiece", TokenizerConfig(vocab_size=500))
+    torch.manual_seed(0)
+    model = build_lm("masked", TransformerConfig(architecture="modernbert", hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=2), tokenizer, 64)
+    model.save_pretrained(tmp_path / "modern")
+    tokenizer.save_pretrained(tmp_path / "modern")
+    texts = ptb["valid"][:24]
+    report = model_health(str(tmp_path / "modern"), texts, max_texts=24, labelled=(texts, [i % 2 for i in range(24)]),
+                          gradient_examples=8)
+    grads = report["gradients"]
+    assert grads["pooler_in_checkpoint"] is None and grads["new_weights"] == ["classifier.bias", "classifier.weight"]
+    assert list(grads["heads"]["own_head"]["grad_norm"]) == ["embeddings", "layer 1", "layer 2", "encoder other", "head"]
 
 
 # --- command line and bad input ------------------------------------------------------------------------

@@ -57,6 +57,20 @@ def causal_lm() -> tuple[Objective, list[Any], Callable]:
     return (CausalLMObjective(model, tok), *_blocks(tok, collate_blocks))
 
 
+def recurrent_lm() -> tuple[Objective, list[Any], Callable]:
+    from torch.utils.data import default_collate
+
+    from nlp_ssl.data.lm_data import StreamWindows
+    from nlp_ssl.models.lstm_lm import LSTMForCausalLM, LSTMLMConfig
+    from nlp_ssl.objectives.recurrent_lm import TruncatedBPTTObjective
+
+    tok = train_tokenizer(LINES, "wordlevel", TokenizerConfig(vocab_size=400, min_frequency=1))
+    ids = torch.tensor([t for line in LINES[:60] for t in tok(line)["input_ids"] + [tok.eos_token_id]])
+    model = LSTMForCausalLM(LSTMLMConfig(vocab_size=len(tok), embedding_size=16, hidden_size=16, dropout=0.3))
+    examples = list(StreamWindows(ids, streams=4, bptt=10))[:4]  # window 0: the memory starts from zero
+    return TruncatedBPTTObjective(model, tok, bptt=10), examples, default_collate
+
+
 def word2vec(arch: str) -> Callable[[], tuple[Objective, list[Any], Callable]]:
     def build():
         cfg = VocabConfig(min_count=1)
@@ -134,7 +148,8 @@ def vision(pretext: str) -> Callable[[], tuple[Objective, list[Any], Callable]]:
 VISION_PRETEXTS = ("rotation", "patch_position", "jigsaw", "inpainting", "autoencoder", "denoising_autoencoder",
                    "vae", "pixelcnn", "simclr", "moco")
 
-BUILDERS = {"masked_lm": masked_lm, "causal_lm": causal_lm, "skipgram": word2vec("skipgram"),
+BUILDERS = {"masked_lm": masked_lm, "causal_lm": causal_lm, "recurrent_lm": recurrent_lm,
+            "skipgram": word2vec("skipgram"),
             "cbow": word2vec("cbow"), "sequence_classification": classification("sequence"),
             "token_classification": classification("token"), "simcse_augmented": contrastive("nt_xent"),
             "supervised_contrastive": contrastive("supervised"), "cpc": contrastive("cpc"),

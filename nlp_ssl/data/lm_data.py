@@ -1,11 +1,15 @@
-"""From a corpus config to a tokenizer and packed train/eval blocks, shared by the masked- and causal-LM recipes."""
+"""From a corpus config to a tokenizer and train/eval data, shared by the masked- and causal-LM recipes: packed
+blocks for transformers, contiguous streams for recurrent LMs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import datasets
+import numpy as np
+import torch
 from accelerate import Accelerator
 from torch.utils.data import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
@@ -16,14 +20,17 @@ from nlp_ssl.data.tokenizer import TokenizerConfig, load_tokenizer, train_tokeni
 from nlp_ssl.errors import UserError
 
 
-def prepare_tokenizer(cfg: TokenizerConfig, kind: Literal["wordpiece", "bpe"], corpus: datasets.DatasetDict,
+def prepare_tokenizer(cfg: TokenizerConfig, kind: Literal["wordpiece", "bpe", "wordlevel"], corpus: datasets.DatasetDict,
                       saved: Path, accelerator: Accelerator, model_init_from: str | None = None
                       ) -> PreTrainedTokenizerBase:
     """The run's tokenizer, saved under ``saved`` (``output_dir/tokenizer``) so a resumed run reuses it exactly.
 
     Order of preference: the one saved by an earlier attempt of this run, ``tokenizer.name_or_path``, the
-    tokenizer of ``model.init_from``, and otherwise one trained on the train split (main process first).
+    tokenizer of ``model.init_from``, and otherwise one of ``kind`` (``tokenizer.kind`` overrides it) trained on
+    the train split (main process first).
     """
+    needs_mask = kind == "wordpiece"  # the default kind says which recipe asks: WordPiece is the masked LM's
+    kind = cfg.kind or kind
     with accelerator.main_process_first():
         if (saved / "tokenizer_config.json").is_file():
             return load_tokenizer(saved)
@@ -34,9 +41,9 @@ def prepare_tokenizer(cfg: TokenizerConfig, kind: Literal["wordpiece", "bpe"], c
             train = corpus["train"]
             texts = (row["text"] for row in train) if isinstance(train, datasets.IterableDataset) else iter(train["text"])
             tokenizer = train_tokenizer(texts, kind, cfg)
-        if kind == "wordpiece" and tokenizer.mask_token_id is None:
-            raise UserError(f"tokenizer {source} has no mask token, so it cannot be used for masked LM; "
-                            "pick a BERT-style tokenizer or let the recipe train one")
+        if needs_mask and tokenizer.mask_token_id is None:
+            raise UserError(f"tokenizer {source or kind} has no mask token, so it cannot be used for masked LM; "
+                            "pick a BERT-style tokenizer (tokenizer.kind=wordpiece) or let the recipe train one")
         if tokenizer.pad_token_id is None:
             # GPT-2 tokenizers ship without padding; the tail block's padding is masked out, so any id works.
             tokenizer.pad_token = tokenizer.eos_token
@@ -64,3 +71,69 @@ def build_lm_datasets(corpus: datasets.DatasetDict | datasets.IterableDatasetDic
     train = PackedBlocks.from_tokenized(tokenized["train"], cfg.block_size, pad)
     eval_blocks = PackedBlocks.from_tokenized(tokenized["validation"], cfg.block_size, pad) if "validation" in tokenized else None
     return train, eval_blocks
+
+
+# --- contiguous streams for recurrent LMs (truncated BPTT) ----------------------------------------------
+
+
+def token_stream(split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, num_proc: int | None = None
+                 ) -> torch.Tensor:
+    """Every text of ``split`` tokenised, each followed by EOS, concatenated into one ``[N]`` stream.
+
+    On Mikolov's PTB with a word-level tokenizer this is the literature's stream: one id per word and one
+    ``<eos>`` per sentence.
+    """
+    tokenized = tokenize_corpus(split, tokenizer, append_eos=True, num_proc=num_proc)
+    ids = tokenized.with_format("numpy")["input_ids"]
+    flat = np.concatenate(list(ids)) if len(ids) else np.zeros(0, dtype=np.int64)
+    if flat.size == 0:
+        raise UserError("the corpus produced no tokens after tokenisation")
+    return torch.from_numpy(flat.astype(np.int64))
+
+
+class StreamWindows(IterableDataset):
+    """Training windows for truncated BPTT, in the order that lets the LSTM memory be carried.
+
+    The stream is cut into ``streams`` parallel rows (:func:`~nlp_ssl.models.lstm_lm.contiguous_stream_batches`,
+    Zaremba et al. 2014) and yielded window by window: row 0..B-1 of window 0, then of window 1, ... Each item
+    is ``{"input_ids": [T + 1], "window": k}``; a data loader with batch ``B / processes`` gives process ``p``
+    the rows ``p B / P .. (p + 1) B / P - 1`` of every window, so each process always continues its own streams.
+    Every epoch reads the same windows from the start (``window == 0`` tells the objective to reset the memory).
+    Not shuffled: the order is what makes carried memory correct.
+    """
+
+    def __init__(self, token_ids: torch.Tensor, streams: int, bptt: int) -> None:
+        from nlp_ssl.models.lstm_lm import contiguous_stream_batches
+
+        self.windows = contiguous_stream_batches(token_ids, streams, bptt)  # [S, B, T + 1]
+        self.num_tokens = int(self.windows.shape[0] * self.windows.shape[1] * bptt)
+
+    def __len__(self) -> int:
+        return int(self.windows.shape[0] * self.windows.shape[1])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for index, window in enumerate(self.windows):
+            for row in window:
+                yield {"input_ids": row, "window": index}
+
+
+class StreamRows(Dataset):
+    """A held-out stream cut into ``rows`` contiguous pieces of equal length, ``[L]`` each (the tail dropped).
+
+    Each row is scored from zero memory, so only the first few tokens of each row lack their true context;
+    with a handful of rows over PTB's 74k validation words the difference from one unbroken pass is small.
+    """
+
+    def __init__(self, token_ids: torch.Tensor, rows: int) -> None:
+        length = token_ids.numel() // rows
+        if length < 2:
+            raise UserError(f"the held-out text ({token_ids.numel()} tokens) is too short for {rows} rows; lower "
+                            "per_device_eval_batch_size")
+        self.rows = token_ids[: rows * length].view(rows, length)
+        self.num_tokens = int(rows * (length - 1))
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.rows[index]}

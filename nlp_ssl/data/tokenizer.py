@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,17 +22,31 @@ WORD_SPECIALS = {"unk_token": "<unk>", "eos_token": "<eos>", "bos_token": "<eos>
 
 @dataclass
 class TokenizerConfig:
-    """Either an existing tokenizer (``name_or_path``: a folder or hub id) or one trained on the corpus."""
+    """Either an existing tokenizer (``name_or_path``: a folder or hub id) or one trained on the corpus.
+
+    ``kind`` picks what is trained: ``wordpiece`` (BERT), ``bpe`` (byte-level, GPT-2) or ``wordlevel`` (one id per
+    whitespace-separated word, for per-word perplexities on a corpus that is already tokenised into words, such
+    as Mikolov's PTB); None is the recipe's default (WordPiece for masked LM, BPE for causal LM).
+
+    ``special_words`` (WordPiece) are corpus words kept whole as special tokens: never split, never chosen for
+    masking. PTB spells every rare word ``<unk>``; as plain text it becomes three frequent pieces (``<``,
+    ``unk``, ``>``) that a masked LM learns to predict from each other, which teaches it nothing.
+    """
 
     name_or_path: str | None = None
+    kind: Literal["wordpiece", "bpe", "wordlevel"] | None = None
     vocab_size: int = 8192
     min_frequency: int = 2
     lowercase: bool = True
     max_training_texts: int | None = None
+    special_words: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.vocab_size < 300:
             raise UserError(f"config key 'tokenizer.vocab_size' must be >= 300, got {self.vocab_size}")
+        for word in self.special_words:
+            if not word or any(ch.isspace() for ch in word):
+                raise UserError(f"config key 'tokenizer.special_words' holds {word!r}; give single words, e.g. [<unk>]")
 
 
 def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe", "wordlevel"], cfg: TokenizerConfig
@@ -45,13 +59,14 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe", "wor
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase, clean_text=True, handle_chinese_chars=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        specials_first = list(BERT_SPECIALS.values()) + [w for w in cfg.special_words if w not in BERT_SPECIALS.values()]
         trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-                                            special_tokens=list(BERT_SPECIALS.values()), show_progress=False)
+                                            special_tokens=specials_first, show_progress=False)
         tok.train_from_iterator(_limited(texts, cfg.max_training_texts), trainer=trainer)
         # The WordPiece trainer learns the same vocabulary every time but numbers it in hash-map order;
         # renumber it (specials first, then sorted) so the same corpus always gives the same ids.
         learned = tok.get_vocab()
-        ordered = list(BERT_SPECIALS.values()) + sorted(t for t in learned if t not in BERT_SPECIALS.values())
+        ordered = specials_first + sorted(t for t in learned if t not in specials_first)
         tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(ordered)}, unk_token="[UNK]",
                                      continuing_subword_prefix="##")
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
@@ -59,7 +74,9 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe", "wor
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
         tok.decoder = decoders.WordPiece(prefix="##")
-        specials = BERT_SPECIALS
+        specials = dict(BERT_SPECIALS)
+        if len(specials_first) > len(BERT_SPECIALS):
+            specials["additional_special_tokens"] = specials_first[len(BERT_SPECIALS):]  # type: ignore[assignment]
     elif kind == "bpe":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

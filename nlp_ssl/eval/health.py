@@ -28,7 +28,8 @@ and measures, on held-out text:
 * **Fine-tuning gradient reaching the encoder**: ``AutoModelForSequenceClassification`` from the same folder
   with a freshly initialised head (fixed seed), one forward/backward on a labelled batch (default: BBC News
   topics), gradient L2 norm per encoder layer, pooler and head; once with the model's own head (``[CLS]`` +
-  pooler for BERT) and once with a fresh linear head on the mean-pooled last layer. Dropout is off, so the two
+  pooler for BERT, mean pooling + the MLM head's transform for ModernBERT) and once with a fresh linear head on
+  the mean-pooled last layer; ``new_weights`` lists what the classifier starts with that the checkpoint lacks. Dropout is off, so the two
   heads see the same encoder forward. ``pooler_in_checkpoint`` says whether the pooler was loaded or freshly
   initialised: ``BertForMaskedLM`` neither trains nor saves one, so its ``[CLS]`` head starts from a random
   ``tanh`` layer.
@@ -566,6 +567,8 @@ def gradient_probe(model_path: str, tokenizer: Any, labelled: tuple[list[str], l
     result: dict[str, Any] = {
         "examples": len(rows), "num_labels": len(classes),
         "pooler_in_checkpoint": (not any("pooler" in k for k in missing)) if has_pooler else None,
+        # Everything the classifier starts with that the checkpoint did not hold (ideally only the output layer).
+        "new_weights": sorted(missing),
         "heads": {},
     }
     own = "cls_pooler" if has_pooler else "own_head"
@@ -690,6 +693,8 @@ def format_health(report: dict[str, Any]) -> str:
             lines.append(f"  fine-tuning gradient norm, one batch of {grads['examples']} "
                          f"({grads.get('task', 'labelled')}, "
                          f"{grads['num_labels']} labels, fresh head); pooler in checkpoint: {pooler}")
+            if grads.get("new_weights") is not None:
+                lines.append(f"  classifier weights not in the checkpoint: {', '.join(grads['new_weights']) or 'none'}")
             lines.append(f"  {'group':<14}" + "".join(f"{h:>14}" for h in heads))
             groups = list(dict.fromkeys(g for h in heads for g in grads["heads"][h]["grad_norm"]))
             for group in groups:

@@ -65,11 +65,15 @@ def check_model_path(model: str) -> None:
                         "transformers model folder or a hub id")
 
 
-def load_model_config(model: str, spec: TaskSpec) -> Any:
-    """The checkpoint's config with the task's head size and label names.
+def load_model_config(model: str, spec: TaskSpec, pooling: str = "auto") -> Any:
+    """The checkpoint's config with the task's head size, label names and (sequence tasks) pooling.
+
+    ``pooling`` ``auto`` keeps the checkpoint's own choice: ModernBERT's ``classifier_pooling`` (``mean`` for
+    the models the masked-LM recipe trains), BERT's ``[CLS]`` state through its pooler. ``mean`` / ``cls`` set
+    it for architectures whose classifier offers both (those with a ``classifier_pooling`` setting).
 
     Raises:
-        UserError: the model folder / hub id cannot be read.
+        UserError: the model folder / hub id cannot be read, or it cannot pool as asked.
     """
     from transformers import AutoConfig
 
@@ -82,10 +86,17 @@ def load_model_config(model: str, spec: TaskSpec) -> Any:
     check_model_path(model)
     try:
         with quiet_transformers():
-            return AutoConfig.from_pretrained(model, **kwargs)
+            config = AutoConfig.from_pretrained(model, **kwargs)
     except Exception as err:  # noqa: BLE001 - missing folder, bad JSON, hub unreachable: one actionable line
         raise UserError(f"could not load model {model!r} ({first_line(err)}); pass a transformers model folder "
                         "(e.g. a run's final/) or a hub id") from None
+    if pooling != "auto" and spec.kind == "sequence":
+        if not hasattr(config, "classifier_pooling"):
+            raise UserError(f"pooling={pooling}: the {config.model_type} classifier of {model!r} always pools its "
+                            "own way ([CLS] through a pooler for BERT); use pooling=auto, or a ModernBERT checkpoint "
+                            "(mlm recipe with model.architecture=modernbert)")
+        config.classifier_pooling = pooling
+    return config
 
 
 def _try_tokenizer(name: str) -> Any:

@@ -4,7 +4,10 @@ A stack of LSTM layers between a word embedding and a softmax over the vocabular
 non-recurrent connections only: on the embeddings, between layers and before the softmax (the paper's
 section 3.1; the recurrent h -> h path is left untouched so that memory is not erased at every step).
 With ``tie_word_embeddings`` the softmax reuses the embedding matrix (Press & Wolf 2017, "Using the Output
-Embedding to Improve Language Models"; Inan et al. 2017), which the 2014 paper did not do.
+Embedding to Improve Language Models"; Inan et al. 2017), which the 2014 paper did not do. With
+``softmax="adaptive"`` the output layer is an adaptive softmax (Grave et al. 2017, "Efficient softmax
+approximation for GPUs"): frequent words in a full head, rarer words in clusters with smaller projections, an
+exact distribution at a fraction of the cost (on a CPU the full 10k-word softmax is most of a small LSTM's step).
 
 The model is a transformers ``PreTrainedModel``: ``save_pretrained`` writes ``config.json`` (model type
 ``nlp_ssl_lstm``) and the weights, and after ``import nlp_ssl.models.lstm_lm``
@@ -42,7 +45,8 @@ from transformers.utils import ModelOutput
 
 from nlp_ssl.errors import UserError
 
-__all__ = ["LSTMCausalLMOutput", "LSTMForCausalLM", "LSTMLMConfig", "contiguous_stream_batches", "evaluate_stream"]
+__all__ = ["LSTMCausalLMOutput", "LSTMForCausalLM", "LSTMLMConfig", "contiguous_stream_batches", "evaluate_stream",
+           "stream_nll"]
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
@@ -59,8 +63,12 @@ class LSTMLMConfig(PreTrainedConfig):
         hidden_size: LSTM state size of every layer.
         num_layers: stacked LSTM layers (also readable as ``num_hidden_layers``).
         dropout: drop probability on the embeddings, between layers and before the softmax.
-        tie_word_embeddings: the softmax weight is the embedding matrix.
+        tie_word_embeddings: the softmax weight is the embedding matrix (full softmax only).
         init_range: every weight starts uniform in ``[-init_range, init_range]`` (the paper's scheme).
+        softmax: ``full`` (a linear layer over the vocabulary) or ``adaptive`` (Grave et al. 2017).
+        adaptive_cutoffs: frequency-rank boundaries of the adaptive softmax clusters (ids are frequency ranks
+            with a word-level tokenizer, most frequent first); the head holds ids below the first cutoff.
+        adaptive_div_value: each further cluster's projection is this many times smaller.
     """
 
     model_type = "nlp_ssl_lstm"
@@ -73,6 +81,9 @@ class LSTMLMConfig(PreTrainedConfig):
     dropout: float = 0.0
     tie_word_embeddings: bool = True
     init_range: float = 0.1
+    softmax: str = "full"
+    adaptive_cutoffs: list[int] | None = None
+    adaptive_div_value: float = 4.0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
@@ -85,6 +96,21 @@ class LSTMLMConfig(PreTrainedConfig):
             raise UserError(f"LSTM config 'dropout' must be in [0, 1), got {self.dropout}")
         if self.init_range <= 0:
             raise UserError(f"LSTM config 'init_range' must be > 0, got {self.init_range}")
+        if self.softmax not in ("full", "adaptive"):
+            raise UserError(f"LSTM config 'softmax' must be 'full' or 'adaptive', got {self.softmax!r}")
+        if self.softmax == "adaptive":
+            if self.tie_word_embeddings:
+                raise UserError("an adaptive softmax has its own output weights; set tie_word_embeddings to false")
+            cutoffs = list(self.adaptive_cutoffs or [])
+            if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= self.vocab_size:
+                raise UserError(f"LSTM config 'adaptive_cutoffs' must be increasing ids between 1 and vocab_size - 1 "
+                                f"({self.vocab_size - 1}), got {self.adaptive_cutoffs}")
+            if self.adaptive_div_value < 1:
+                raise UserError(f"LSTM config 'adaptive_div_value' must be >= 1, got {self.adaptive_div_value}")
+            if self.hidden_size // self.adaptive_div_value ** len(cutoffs) < 1:
+                raise UserError(f"the last adaptive-softmax cluster would project {self.hidden_size} units to "
+                                f"{self.hidden_size} // {self.adaptive_div_value:g}^{len(cutoffs)} = 0; use fewer "
+                                "cutoffs or a smaller adaptive_div_value")
         if self.tie_word_embeddings and self.embedding_size != self.hidden_size:
             raise UserError(f"tied embeddings need embedding_size == hidden_size (got {self.embedding_size} and "
                             f"{self.hidden_size}); make them equal or set tie_word_embeddings to false")
@@ -97,7 +123,8 @@ class LSTMCausalLMOutput(ModelOutput):
 
     Attributes:
         loss: mean next-token cross-entropy when ``labels`` were given.
-        logits: ``[B, T, V]``; position t scores token t+1.
+        logits: ``[B, T, V]``; position t scores token t+1 (with an adaptive softmax: log-probabilities, which
+            are valid logits).
         state: ``(h, c)``, each ``[num_layers, B, H]``: the memory after the last position, to pass as
             ``state`` with the next window of the same streams.
         hidden_states: with ``output_hidden_states``: the embeddings and each layer's outputs, ``[B, T, H]``.
@@ -139,7 +166,15 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         sizes = [config.embedding_size] + [config.hidden_size] * config.num_layers
         self.layers = nn.ModuleList(nn.LSTM(sizes[i], sizes[i + 1], batch_first=True) for i in range(config.num_layers))
         self.dropout = nn.Dropout(config.dropout)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.softmax == "adaptive":
+            # Its head and cluster projections are nn.Linear modules, initialised like every other weight.
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, config.vocab_size,
+                                                          cutoffs=list(config.adaptive_cutoffs),
+                                                          div_value=config.adaptive_div_value)
+            self.decoder = None
+        else:
+            self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+            self.adaptive = None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -148,7 +183,7 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings = value
 
-    def get_output_embeddings(self) -> nn.Linear:
+    def get_output_embeddings(self) -> nn.Linear | None:
         return self.decoder
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
@@ -157,7 +192,7 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> LSTMState:
         """Zero memory ``(h, c)``, each ``[num_layers, B, H]``."""
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
-        weight = self.decoder.weight
+        weight = self.embeddings.weight
         device = device or weight.device
         return (torch.zeros(shape, device=device, dtype=weight.dtype),
                 torch.zeros(shape, device=device, dtype=weight.dtype))
@@ -182,6 +217,27 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         Returns:
             :class:`LSTMCausalLMOutput` with ``logits [B, T, V]`` and the new ``state``.
         """
+        features, new_state, hidden = self.features(input_ids, state, output_hidden_states=bool(output_hidden_states))
+        logits = self.output_scores(features)  # [B, T, V]
+        loss = None
+        if labels is not None:
+            targets = labels[:, 1:].flatten()
+            keep = targets != -100
+            loss = self.token_nll(features[:, :-1].flatten(0, 1)[keep], targets[keep]).mean()
+        return LSTMCausalLMOutput(loss=loss, logits=logits, state=new_state, hidden_states=hidden)
+
+    def features(self, input_ids: torch.LongTensor, state: LSTMState | None = None,
+                 output_hidden_states: bool = False) -> tuple[torch.Tensor, LSTMState, tuple[torch.Tensor, ...] | None]:
+        """The last layer's outputs after dropout, ready for the softmax.
+
+        Args:
+            input_ids: ``[B, T]``.
+            state: ``(h, c)``, each ``[num_layers, B, H]``, or None for zero memory.
+            output_hidden_states: also return the embeddings and every layer's outputs (before dropout).
+
+        Returns:
+            ``(features [B, T, H], new state, hidden states or None)``.
+        """
         if input_ids.dim() != 2:
             raise UserError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         if state is None:
@@ -197,12 +253,24 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
             h_out.append(h)
             c_out.append(c)
             x = self.dropout(x)
-        logits = self.decoder(x)  # [B, T, V]
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        return LSTMCausalLMOutput(loss=loss, logits=logits, state=(torch.cat(h_out), torch.cat(c_out)),
-                                  hidden_states=tuple(hidden) if output_hidden_states else None)
+        return x, (torch.cat(h_out), torch.cat(c_out)), tuple(hidden) if output_hidden_states else None
+
+    def output_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """``[..., H]`` features -> ``[..., V]`` logits (log-probabilities with an adaptive softmax)."""
+        if self.adaptive is None:
+            return self.decoder(features)
+        flat = self.adaptive.log_prob(features.reshape(-1, features.shape[-1]))
+        return flat.view(*features.shape[:-1], -1)
+
+    def token_nll(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of each target, ``[N]`` in nats, from ``[N, H]`` features.
+
+        The full softmax is computed in fp32; the adaptive softmax scores only each target's head entry and
+        its cluster (Grave et al. 2017), never the whole vocabulary.
+        """
+        if self.adaptive is None:
+            return F.cross_entropy(self.decoder(features).float(), targets, reduction="none")
+        return -self.adaptive(features.float(), targets).output
 
     # --- generation: GenerationMixin drives the loop; the LSTM state plays the role of the KV cache ---------
     # ``model.generate(ids, max_new_tokens=..., do_sample=...)`` works for greedy search and sampling (top-k,
@@ -287,17 +355,29 @@ def evaluate_stream(model: LSTMForCausalLM, token_ids: torch.Tensor, batch_size:
         raise UserError(f"a stream of {token_ids.numel()} tokens has nothing to score with {batch_size} streams")
     was_training = model.training
     model.eval()
-    device = model.decoder.weight.device
+    device = model.embeddings.weight.device
     rows = token_ids[: batch_size * columns].view(batch_size, columns).to(device)
-    state, total, count = None, 0.0, 0
-    for start in range(0, columns - 1, bptt):
-        window = rows[:, start:start + bptt + 1]
-        out = model(window[:, :-1], state=state)
-        state = out.state
-        total += float(F.cross_entropy(out.logits.flatten(0, 1).float(), window[:, 1:].flatten(), reduction="sum"))
-        count += window[:, 1:].numel()
+    total, count = stream_nll(model, rows, bptt)
     model.train(was_training)
-    return total / count, count
+    return float(total) / count, count
+
+
+def stream_nll(model: LSTMForCausalLM, rows: torch.Tensor, bptt: int) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL over ``rows`` ``[B, L]``, each row one stream read from zero memory.
+
+    The state is carried from window to window, so the result does not depend on ``bptt``. Runs in whatever
+    mode (train / eval) and grad mode the caller set.
+
+    Returns:
+        ``(sum of the B * (L - 1) losses as a 0-d tensor, B * (L - 1))``.
+    """
+    state, total, count = None, rows.new_zeros((), dtype=torch.float64), 0
+    for start in range(0, rows.shape[1] - 1, bptt):
+        window = rows[:, start:start + bptt + 1]
+        features, state, _ = model.features(window[:, :-1], state)
+        total = total + model.token_nll(features.flatten(0, 1), window[:, 1:].flatten()).double().sum()
+        count += window[:, 1:].numel()
+    return total, count
 
 
 def perplexity(mean_loss: float) -> float:

