@@ -143,6 +143,11 @@ def test_lstm_recipe_reports_word_level_test_perplexity(tmp_path: Path) -> None:
     result = run_entry(["recipes/clm.py", "--config", LSTM_DEBUG, f"output_dir={out}"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test perplexity" in result.stdout and "Sample:" in result.stdout
+    # The Auto classes know the LSTM only once its module is imported: the summary and the card say so.
+    assert "after `import nlp_ssl.models.lstm_lm`" in result.stdout
+    assert "import nlp_ssl.models.lstm_lm" in (out / "final" / "README.md").read_text()
+    sample = (out / "final" / "sample.txt").read_text().split()
+    assert len(sample) > len("the company said".split())  # generation went past the prompt
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
     assert isinstance(model, LSTMForCausalLM) and model.config.softmax == "adaptive"

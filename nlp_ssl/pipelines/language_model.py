@@ -180,14 +180,15 @@ class LanguageModelPipeline(Pipeline[LanguageModelConfig]):
             model_name=ctx.run_dir.root.name, objective=objective,
             task_type="text-generation" if self.causal else "fill-mask",
             dataset_name=cfg.data.corpus, dataset_type=cfg.data.corpus, steps=ctx.trainer.state.step,  # type: ignore[union-attr]
-            command=ctx.command, config_yaml=dump_yaml(cfg), usage=_usage(self.causal, ctx.run_dir.final),
+            command=ctx.command, config_yaml=dump_yaml(cfg), usage=_usage(self.causal, ctx.run_dir.final,
+                                                                     resolve_architecture(self.kind, cfg.model)),
             metrics=metrics, tags=["causal-lm" if self.causal else "masked-lm"],
             description=f"A {_ARCHITECTURE_NAMES[resolve_architecture(self.kind, cfg.model)]} pretrained from scratch on "
                         f"{cfg.data.corpus}.",
         )
 
     def outcome_extra(self, ctx: RunContext[LanguageModelConfig], final_dir: Path) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"architecture": resolve_architecture(self.kind, ctx.config.model)}
         sample = final_dir / "sample.txt"
         if sample.is_file():
             extra["sample"] = sample.read_text(encoding="utf-8").rstrip("\n")
@@ -248,8 +249,11 @@ def generate_sample(model: torch.nn.Module, tokenizer, cfg: GenerationConfig) ->
         raise UserError("generation.prompt is empty after tokenisation; give a prompt with some text")
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)
+    # min_new_tokens: a word-level LM trained on a stream of sentences may end the prompt's sentence at once
+    # (PTB: "... the company said <eos>"); the sample should show max_new_tokens of generated text.
     out = model.generate(**prompt, do_sample=True, top_k=cfg.top_k, temperature=cfg.temperature,
-                         max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+                         max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.max_new_tokens,
+                         pad_token_id=tokenizer.pad_token_id)
     torch.random.set_rng_state(generator_state)
     model.train(was_training)
     return tokenizer.decode(out[0], skip_special_tokens=True)
@@ -259,9 +263,14 @@ _ARCHITECTURE_NAMES = {"bert": "BERT-style encoder", "modernbert": "ModernBERT-s
                        "gpt2": "GPT-2-style decoder", "lstm": "word-level LSTM language model (Zaremba et al. 2014)"}
 
 
-def _usage(causal: bool, folder: Path) -> str:
+#: Architectures of this package that transformers' Auto classes know only once their module is imported.
+_REGISTERING_IMPORT = {"lstm": "import nlp_ssl.models.lstm_lm  # registers the LSTM with transformers' Auto classes"}
+
+
+def _usage(causal: bool, folder: Path, architecture: str) -> str:
+    prefix = f"{_REGISTERING_IMPORT[architecture]}\n" if architecture in _REGISTERING_IMPORT else ""
     if causal:
-        return (f"from transformers import pipeline\n\ngenerate = pipeline('text-generation', model='{folder}')\n"
+        return (f"{prefix}from transformers import pipeline\n\ngenerate = pipeline('text-generation', model='{folder}')\n"
                 "print(generate('the market', max_new_tokens=30)[0]['generated_text'])")
     return (f"from transformers import pipeline\n\nfill = pipeline('fill-mask', model='{folder}')\n"
             "print(fill('the stock market [MASK] sharply .'))")
@@ -282,7 +291,9 @@ def format_summary(outcome: RunOutcome, kind: Literal["masked", "causal"]) -> st
     state = "" if not outcome.stopped_by_time else " (stopped by max_time_minutes; rerun to continue)"
     lines.append(f"Exported model: {outcome.final_dir.resolve()}{state}")
     auto = "AutoModelForCausalLM" if kind == "causal" else "AutoModelForMaskedLM"
-    lines.append(f"  load it with transformers.{auto}.from_pretrained('{outcome.final_dir}')")
+    registering = _REGISTERING_IMPORT.get(outcome.extra.get("architecture", ""))
+    after = f" after `{registering.split('  #')[0]}`" if registering else ""
+    lines.append(f"  load it with transformers.{auto}.from_pretrained('{outcome.final_dir}'){after}")
     return "\n".join(lines)
 
 
