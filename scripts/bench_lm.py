@@ -439,7 +439,7 @@ def held_out_loss(model: torch.nn.Module, setup: Setup, args: argparse.Namespace
             rows = slice(start, start + 32)
             logits = model(input_ids=ids[rows], attention_mask=attention[rows]).logits
             loss, items, _ = causal_lm_loss(logits, ids[rows], attention[rows])
-            total, count = total + float(loss) * items, count + items
+            total, count = total + float(loss) * int(items), count + int(items)
         model.train(was_training)
         return total / max(count, 1)
     special = torch.zeros(max(len(setup.tokenizer), model.config.vocab_size), dtype=torch.bool)

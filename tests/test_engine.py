@@ -107,20 +107,26 @@ def test_finished_run_is_not_overwritten(tmp_path):
     assert replacing.check() is None and replacing.replace
 
 
-def test_causal_loss_matches_a_naive_loop():
+@pytest.mark.parametrize("padded", [True, False])
+def test_causal_loss_matches_a_naive_loop(padded):
     torch.manual_seed(0)
-    logits = torch.randn(2, 5, 11)
+    logits = torch.randn(2, 5, 11, requires_grad=True)
     ids = torch.randint(0, 11, (2, 5))
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    loss, count, _ = causal_lm_loss(logits, ids, mask)
-    terms = []
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]) if padded else torch.ones(2, 5, dtype=torch.long)
+    loss, count, accuracy = causal_lm_loss(logits, ids, mask)
+    terms, hits = [], []
     for b in range(2):
         for t in range(4):
             if mask[b, t + 1]:
                 terms.append(-torch.log_softmax(logits[b, t], -1)[ids[b, t + 1]])
-    assert count == len(terms) == 6
-    torch.testing.assert_close(loss, torch.stack(terms).mean())
-
+                hits.append(float(logits[b, t].argmax() == ids[b, t + 1]))
+    assert int(count) == len(terms) == (6 if padded else 8)
+    naive = torch.stack(terms).mean()
+    torch.testing.assert_close(loss, naive)
+    assert float(accuracy) == pytest.approx(sum(hits) / len(hits))
+    grad, = torch.autograd.grad(loss, logits)
+    naive_grad, = torch.autograd.grad(naive, logits)
+    torch.testing.assert_close(grad, naive_grad)
 
 
 def test_malloc_tuning_applies_on_glibc_and_can_be_switched_off():

@@ -112,7 +112,7 @@ class CausalLMObjective(Objective):
         self.seq_len = input_ids.shape[1]
         mask_arg = attention_mask if _padded(batch) else None
         logits = self.model(input_ids=input_ids, attention_mask=mask_arg).logits
-        loss, count, correct = causal_lm_loss(logits, input_ids, attention_mask)
+        loss, count, correct = causal_lm_loss(logits, input_ids, attention_mask, padded=mask_arg is not None)
         return StepOutput(loss=loss, num_items=count, metrics={"accuracy": correct.detach()},
                           num_inputs=attention_mask.sum())
 
@@ -147,25 +147,36 @@ def _padded(batch: dict[str, Any]) -> bool:
     return bool(batch["attention_mask"].min() == 0) if flag is None else bool(flag)
 
 
-def causal_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-                   ) -> tuple[torch.Tensor, int, torch.Tensor]:
+def causal_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   padded: bool | None = None) -> tuple[torch.Tensor, int | torch.Tensor, torch.Tensor]:
     """Mean next-token cross-entropy over valid targets.
 
     Args:
         logits: ``[B, T, V]``; position t predicts token t+1.
         input_ids: ``[B, T]``.
         attention_mask: ``[B, T]``, 0 at padding.
+        padded: whether ``attention_mask`` holds any 0 (the collator knows; ``None`` reads the mask).
 
     Returns:
-        ``(mean loss, number of targets, next-token accuracy)``.
+        ``(mean loss, number of targets, next-token accuracy)``; the number of targets is an int when nothing
+        is padded, else a 0-d tensor (read without a host sync).
     """
-    targets = input_ids[:, 1:]
-    valid = attention_mask[:, 1:].bool()
-    flat_logits = logits[:, :-1][valid]
-    flat_targets = targets[valid]
-    loss = F.cross_entropy(flat_logits.float(), flat_targets)
-    accuracy = (flat_logits.argmax(-1) == flat_targets).float().mean()
-    return loss, int(flat_targets.numel()), accuracy
+    # The targets are shifted, not the logits: slicing [B, T, V] logits to T - 1 positions (or picking the
+    # valid ones with a mask) copies the largest tensor of the step and scatters its gradient back. Here the
+    # logits stay a view and the last position's target (and padding) is ignored.
+    batch, length, vocab = logits.shape
+    targets = torch.full_like(input_ids, -100)
+    targets[:, :-1] = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+    flat_targets = targets.reshape(-1)
+    loss = F.cross_entropy(logits.reshape(-1, vocab).float(), flat_targets, ignore_index=-100)
+    valid = flat_targets != -100
+    with torch.no_grad():
+        hits = (logits.reshape(-1, vocab).argmax(-1) == flat_targets) & valid
+    if padded is None:
+        padded = bool(attention_mask.min() == 0)
+    count: int | torch.Tensor = valid.sum() if padded else batch * (length - 1)
+    accuracy = hits.sum() / valid.sum().clamp(min=1)
+    return loss, count, accuracy.float()
 
 
 def _transformer_flops_per_token(model: PreTrainedModel, head_fraction: float, seq_len: int) -> float:
