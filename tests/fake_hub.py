@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from conftest import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 USER = "tester"
 TOKEN = "hf_fakehubtesttoken0123456789"
@@ -44,12 +46,6 @@ TOKEN = "hf_fakehubtesttoken0123456789"
 def git_blob_oid(content: bytes) -> str:
     """The git object id of a file: what the Hub returns and huggingface_hub compares for regular files."""
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def unreachable_url() -> str:

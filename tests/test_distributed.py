@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -11,6 +10,8 @@ import torch.multiprocessing as mp
 
 from nlp_ssl.distributed import LOCAL, DistContext
 from nlp_ssl.objectives.contrastive_losses import nt_xent_loss
+
+from conftest import free_port
 
 N_LOCAL, DIM, TAU = 6, 8, 0.3
 
@@ -45,12 +46,6 @@ def _worker(rank: int, port: int, queue) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gathered_nt_xent_equals_the_single_process_loss_and_gradients():
     x_a, x_b, weight = _global_batch()
     weight = weight.clone().requires_grad_(True)
@@ -59,7 +54,7 @@ def test_gathered_nt_xent_equals_the_single_process_loss_and_gradients():
 
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.spawn(_worker, args=(_free_port(), queue), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), queue), nprocs=2, join=True)
     results = sorted(queue.get() for _ in range(2))
     for rank, loss, grad, gathered in results:
         assert gathered == [0.0, 1.0]

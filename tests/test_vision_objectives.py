@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -28,7 +27,7 @@ from nlp_ssl.objectives.contrastive_losses import moco_loss, nt_xent_loss
 from nlp_ssl.objectives.vision_simclr import draw_two_views
 from nlp_ssl.pipelines.vision import PRETEXTS, VisionConfig, build_vision_objective, load_vision_inputs
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 DEBUG = REPO / "recipes/configs/vision/debug.yaml"
 
@@ -106,12 +105,6 @@ def _spawn_worker(rank: int, port: int, queue) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_contrastive_objectives_in_two_real_processes_equal_one_process(pixels):
     """Negatives gathered with gradients (SimCLR), keys gathered into the queue (MoCo): two gloo processes
@@ -119,7 +112,7 @@ def test_contrastive_objectives_in_two_real_processes_equal_one_process(pixels):
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     # Read before joining: the gradients are larger than a pipe's buffer, so a worker's put waits for the reader.
-    workers = mp.spawn(_spawn_worker, args=(_free_port(), queue), nprocs=2, join=False)
+    workers = mp.spawn(_spawn_worker, args=(free_port(), queue), nprocs=2, join=False)
     results = [queue.get() for _ in range(4)]
     workers.join()
     for name in ("simclr", "moco"):
