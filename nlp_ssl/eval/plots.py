@@ -34,7 +34,8 @@ DEFAULT_WORDS: tuple[str, ...] = tuple(w for pair in COUNTRY_CAPITALS for w in p
 DPI = 150
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display on servers and in tests)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -118,7 +119,7 @@ def plot_projection(
         xy = tsne.fit_transform(x)
         info["perplexity"] = perplexity
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 6.5))
     if method == "pca":
         where = {w: i for i, w in enumerate(plotted)}
@@ -176,7 +177,7 @@ def plot_analogy_categories(results: dict[str, Any], path: str | Path, title: st
     n_summary = len(entries)
     entries += [(s["section"], s) for s in results["sections"]]
 
-    plt = _pyplot()
+    plt = pyplot()
     n = len(entries)
     height = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(9, 1.4 + 0.42 * n * max(1, len(methods) / 2)))

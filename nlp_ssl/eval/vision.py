@@ -42,6 +42,7 @@ from torch import nn
 
 from nlp_ssl.data.images import ImageData, hold_out, load_image_set, resize_images, subset
 from nlp_ssl.errors import UserError, exit_on_user_error
+from nlp_ssl.eval.plots import pyplot
 
 __all__ = ["VisionEvalConfig", "VisionModel", "add_vision_parser", "budget_rows", "cmd_vision", "evaluate_features",
            "evaluate_vision_model", "extract_features", "flat_vision_metrics", "format_vision_report",
@@ -404,18 +405,17 @@ def evaluate_features(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarr
 # ---------------------------------------------------------------------------------------------- figures
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+def _save_figure(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    pyplot().close(fig)
+    return path
 
 
 def _image_grid(rows: Sequence[torch.Tensor], path: Path, row_titles: Sequence[str], title: str) -> Path:
     """Save rows of images (each float ``[n, C, H, W]`` in [0, 1]) as one PNG grid."""
-    plt = _pyplot()
+    plt = pyplot()
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.9 * n_cols + 1.2, 0.95 * n_rows + 0.5), squeeze=False)
     for r, images in enumerate(rows):
@@ -433,11 +433,7 @@ def _image_grid(rows: Sequence[torch.Tensor], path: Path, row_titles: Sequence[s
                     ax.imshow(img.permute(1, 2, 0).numpy())
         axes[r][0].set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def _tsne_plot(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None, path: Path,
@@ -453,7 +449,7 @@ def _tsne_plot(features: np.ndarray, labels: np.ndarray, class_names: Sequence[s
         x = PCA(n_components=50, random_state=seed).fit_transform(x)
     embedded = TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)),
                     random_state=seed).fit_transform(x)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
     y = labels[rows]
     cmap = plt.get_cmap("tab10" if y.max() < 10 else "tab20")
@@ -465,11 +461,7 @@ def _tsne_plot(features: np.ndarray, labels: np.ndarray, class_names: Sequence[s
     ax.set_yticks([])
     ax.legend(markerscale=3, fontsize=7, loc="best", frameon=False)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def _one_per_class(labels: np.ndarray, n: int = 10) -> np.ndarray:
