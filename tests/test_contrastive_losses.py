@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlp_ssl.errors import UserError
+from nlp_ssl.eval.alignment_uniformity import alignment_uniformity
 from nlp_ssl.models.momentum import FeatureQueue, ema_update_, make_momentum_copy, momentum_schedule
 from nlp_ssl.objectives.contrastive_losses import (
-    alignment_uniformity,
     batch_hard_triplet_loss,
     info_nce_loss,
     moco_loss,

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nlp_ssl.data.streams import contiguous_stream_batches
 from nlp_ssl.data.tokenizer import TokenizerConfig, train_tokenizer
 from nlp_ssl.errors import UserError
-from nlp_ssl.models.lstm_lm import (LSTMForCausalLM, LSTMLMConfig, contiguous_stream_batches, evaluate_stream,
-                                    perplexity)
+from nlp_ssl.models.lstm_lm import LSTMForCausalLM, LSTMLMConfig, evaluate_stream, perplexity
 
 
 @pytest.fixture(scope="module")

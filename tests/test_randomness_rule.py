@@ -60,7 +60,7 @@ def causal_lm() -> tuple[Objective, list[Any], Callable]:
 def recurrent_lm() -> tuple[Objective, list[Any], Callable]:
     from torch.utils.data import default_collate
 
-    from nlp_ssl.data.lm_data import StreamWindows
+    from nlp_ssl.data.streams import StreamWindows
     from nlp_ssl.models.lstm_lm import LSTMForCausalLM, LSTMLMConfig
     from nlp_ssl.objectives.recurrent_lm import TruncatedBPTTObjective
 

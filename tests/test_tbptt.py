@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader, default_collate
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import REPO, run_entry
-from nlp_ssl.data.lm_data import StreamRows, StreamWindows
+from nlp_ssl.data.streams import StreamRows, StreamWindows, contiguous_stream_batches
 from nlp_ssl.distributed import DistContext
 from nlp_ssl.errors import UserError
-from nlp_ssl.models.lstm_lm import LSTMForCausalLM, LSTMLMConfig, contiguous_stream_batches, evaluate_stream
+from nlp_ssl.models.lstm_lm import LSTMForCausalLM, LSTMLMConfig, evaluate_stream
 from nlp_ssl.objectives.recurrent_lm import TruncatedBPTTObjective
 
 LSTM_DEBUG = "recipes/configs/clm/lstm_debug.yaml"

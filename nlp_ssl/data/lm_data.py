@@ -1,11 +1,10 @@
 """From a corpus config to a tokenizer and train/eval data, shared by the masked- and causal-LM recipes: packed
-blocks for transformers, contiguous streams for recurrent LMs."""
+blocks for transformers, contiguous streams (:mod:`nlp_ssl.data.streams`) for recurrent LMs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import datasets
 import numpy as np
@@ -89,51 +88,3 @@ def token_stream(split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, nu
     if flat.size == 0:
         raise UserError("the corpus produced no tokens after tokenisation")
     return torch.from_numpy(flat.astype(np.int64))
-
-
-class StreamWindows(IterableDataset):
-    """Training windows for truncated BPTT, in the order that lets the LSTM memory be carried.
-
-    The stream is cut into ``streams`` parallel rows (:func:`~nlp_ssl.models.lstm_lm.contiguous_stream_batches`,
-    Zaremba et al. 2014) and yielded window by window: row 0..B-1 of window 0, then of window 1, ... Each item
-    is ``{"input_ids": [T + 1], "window": k}``; a data loader with batch ``B / processes`` gives process ``p``
-    the rows ``p B / P .. (p + 1) B / P - 1`` of every window, so each process always continues its own streams.
-    Every epoch reads the same windows from the start (``window == 0`` tells the objective to reset the memory).
-    Not shuffled: the order is what makes carried memory correct.
-    """
-
-    def __init__(self, token_ids: torch.Tensor, streams: int, bptt: int) -> None:
-        from nlp_ssl.models.lstm_lm import contiguous_stream_batches
-
-        self.windows = contiguous_stream_batches(token_ids, streams, bptt)  # [S, B, T + 1]
-        self.num_tokens = int(self.windows.shape[0] * self.windows.shape[1] * bptt)
-
-    def __len__(self) -> int:
-        return int(self.windows.shape[0] * self.windows.shape[1])
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for index, window in enumerate(self.windows):
-            for row in window:
-                yield {"input_ids": row, "window": index}
-
-
-class StreamRows(Dataset):
-    """A held-out stream cut into ``rows`` contiguous pieces of equal length, ``[L]`` each (the tail dropped).
-
-    Each row is scored from zero memory, so only the first few tokens of each row lack their true context;
-    with a handful of rows over PTB's 74k validation words the difference from one unbroken pass is small.
-    """
-
-    def __init__(self, token_ids: torch.Tensor, rows: int) -> None:
-        length = token_ids.numel() // rows
-        if length < 2:
-            raise UserError(f"the held-out text ({token_ids.numel()} tokens) is too short for {rows} rows; lower "
-                            "per_device_eval_batch_size")
-        self.rows = token_ids[: rows * length].view(rows, length)
-        self.num_tokens = int(rows * (length - 1))
-
-    def __len__(self) -> int:
-        return self.rows.shape[0]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.rows[index]}

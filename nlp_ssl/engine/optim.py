@@ -8,23 +8,7 @@ from transformers import get_scheduler
 
 from nlp_ssl.config import TrainingConfig
 from nlp_ssl.errors import UserError
-
-
-def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split trainable parameters into a decayed group and a no-decay group.
-
-    Biases, normalisation weights and other 1-D tensors are not decayed (as in BERT and GPT-2 training):
-    shrinking a LayerNorm gain towards zero is not regularisation.
-    """
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+from nlp_ssl.models.parameter_groups import decay_parameter_groups
 
 
 def build_optimizer(model: nn.Module, config: TrainingConfig, param_groups: list[dict] | None = None

@@ -170,7 +170,7 @@ def _same_label_pairs(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.nda
 def _align_uniform(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     import torch
 
-    from nlp_ssl.objectives.contrastive_losses import alignment_uniformity
+    from nlp_ssl.eval.alignment_uniformity import alignment_uniformity
 
     return alignment_uniformity(torch.from_numpy(a), torch.from_numpy(b))
 

@@ -14,7 +14,7 @@ The model is a transformers ``PreTrainedModel``: ``save_pretrained`` writes ``co
 ``AutoModelForCausalLM.from_pretrained(folder)`` loads it back (the import registers the classes).
 
 Truncated back-propagation through time (TBPTT), as in the paper: the training stream is cut into ``B``
-parallel streams (:func:`contiguous_stream_batches`), and step ``k`` trains on window ``k`` of every stream.
+parallel streams (:func:`nlp_ssl.data.streams.contiguous_stream_batches`), and step ``k`` trains on window ``k`` of every stream.
 Row ``b`` of window ``k + 1`` continues row ``b`` of window ``k``, so the trainer carries the final LSTM
 state from one step to the next, detached so that gradients stop at the window boundary::
 
@@ -45,7 +45,7 @@ from transformers.utils import ModelOutput
 
 from nlp_ssl.errors import UserError
 
-__all__ = ["LSTMCausalLMOutput", "LSTMForCausalLM", "LSTMLMConfig", "contiguous_stream_batches", "evaluate_stream",
+__all__ = ["LSTMCausalLMOutput", "LSTMForCausalLM", "LSTMLMConfig", "evaluate_stream",
            "stream_nll"]
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
@@ -296,38 +296,6 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         # The (h, c) state is the cache; transformers must not build a key/value cache for this model.
         return False
 
-
-def contiguous_stream_batches(token_ids: torch.Tensor, batch_size: int, bptt: int) -> torch.Tensor:
-    """Cut one token stream into ``batch_size`` parallel streams and then into TBPTT windows.
-
-    The layout of Zaremba et al.'s ``ptb_iterator``: the stream (its first ``B * (N // B)`` tokens) is
-    reshaped row-major into ``[B, N // B]`` so that row ``b`` is the b-th contiguous slice of the text; window
-    ``k`` is columns ``k * bptt .. k * bptt + bptt`` of every row (``bptt + 1`` tokens: inputs are
-    ``[..., :-1]``, targets ``[..., 1:]``). Consecutive windows share one token, so row ``b`` of window
-    ``k + 1`` continues row ``b`` of window ``k`` and the LSTM state can be carried from one to the next.
-
-    Args:
-        token_ids: ``[N]`` token ids.
-        batch_size: ``B``, number of parallel streams.
-        bptt: ``T``, time steps per window.
-
-    Returns:
-        ``[S, B, T + 1]`` with ``S = (N // B - 1) // T`` windows (a view-free copy).
-
-    Raises:
-        UserError: bad sizes, or a stream too short for one window.
-    """
-    if token_ids.dim() != 1:
-        raise UserError(f"token_ids must be a 1-D stream, got shape {tuple(token_ids.shape)}")
-    if batch_size < 1 or bptt < 1:
-        raise UserError(f"batch_size and bptt must be >= 1, got {batch_size} and {bptt}")
-    columns = token_ids.numel() // batch_size
-    steps = (columns - 1) // bptt
-    if steps < 1:
-        raise UserError(f"a stream of {token_ids.numel()} tokens is too short for {batch_size} streams of "
-                        f"{bptt + 1} tokens; lower the batch size or bptt")
-    rows = token_ids[: batch_size * columns].view(batch_size, columns)  # [B, N // B]
-    return rows.unfold(1, bptt + 1, bptt)[:, :steps].permute(1, 0, 2).contiguous()  # [S, B, T + 1]
 
 
 @torch.no_grad()

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from nlp_ssl.errors import UserError
 
 __all__ = [
-    "alignment_uniformity",
     "batch_hard_triplet_loss",
     "cpc_loss",
     "info_nce_loss",
@@ -481,39 +480,3 @@ def siamese_contrastive_loss(x1: torch.Tensor, x2: torch.Tensor, same: torch.Ten
     # vector_norm's backward is defined as 0 at the zero vector, so identical dissimilar pairs stay finite.
     d = torch.linalg.vector_norm(diff, dim=1)
     return (y * sq + (1.0 - y) * F.relu(margin - d).square()).mean()
-
-
-# ------------------------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def alignment_uniformity(z_a: torch.Tensor, z_b: torch.Tensor, t: float = 2.0) -> tuple[float, float]:
-    """Alignment and uniformity of normalised features (lower is better for both).
-
-    Wang & Isola 2020, "Understanding Contrastive Representation Learning through Alignment and
-    Uniformity on the Hypersphere", section 4, with ``f`` the l2-normalised features::
-
-        alignment  = E_i |f(a_i) - f(b_i)|^2                          (positive pairs)
-        uniformity = log E_{i < j} exp(-t |f(x_i) - f(x_j)|^2)         (distinct pairs of one view)
-
-    Uniformity is the mean of its value over ``z_a`` and over ``z_b`` (both are samples of the data
-    distribution, as in the paper's reference code), computed with a logsumexp. For evaluation only.
-
-    Shape:
-        - z_a, z_b: ``[N, D]`` with ``N >= 2``
-        - output: ``(alignment, uniformity)`` Python floats
-    """
-    _check_same_shape(z_a, z_b, "z_a", "z_b")
-    if z_a.shape[0] < 2:
-        raise UserError("alignment_uniformity needs at least 2 examples (uniformity is over pairs)")
-    if not (isinstance(t, Real) and math.isfinite(t) and t > 0):
-        raise UserError(f"alignment_uniformity: t must be a finite number > 0 (the paper uses 2), got {t!r}")
-    a = F.normalize(_fp32(z_a), dim=1)
-    b = F.normalize(_fp32(z_b), dim=1)
-    alignment = (a - b).square().sum(1).mean()
-
-    def uniformity(x: torch.Tensor) -> torch.Tensor:
-        sq = torch.pdist(x).square()  # the N(N-1)/2 distinct pairs
-        return torch.logsumexp(-t * sq, 0) - math.log(sq.numel())
-
-    return float(alignment), float((uniformity(a) + uniformity(b)) / 2)

@@ -11,7 +11,7 @@ process, so a checkpoint holds the memory of all ``B x processes`` streams) and 
 makes a killed and resumed run take exactly the steps of an uninterrupted one. Evaluation reads each held-out
 row from zero memory with its own state and never touches the training state.
 
-Batches (see :class:`nlp_ssl.data.lm_data.StreamWindows`):
+Batches (see :class:`nlp_ssl.data.streams.StreamWindows`):
 
 * training: ``{"input_ids": [B, T + 1], "window": [B]}``; ``window`` is the window's index within the epoch
   (0 resets the memory); inputs are ``[:, :-1]``, targets ``[:, 1:]``;

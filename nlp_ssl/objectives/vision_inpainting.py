@@ -42,9 +42,9 @@ from torch.func import functional_call
 
 from nlp_ssl.config import TrainingConfig
 from nlp_ssl.data.pretext import inpainting_mask, masked_l2_loss
-from nlp_ssl.engine.optim import decay_parameter_groups
 from nlp_ssl.errors import UserError
 from nlp_ssl.models.generative import ContextEncoderGenerator, PatchDiscriminator
+from nlp_ssl.models.parameter_groups import decay_parameter_groups
 from nlp_ssl.objectives.base import OptimizerSetup, StepOutput
 from nlp_ssl.objectives.vision_base import VisionObjective
 

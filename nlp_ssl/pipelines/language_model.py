@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from nlp_ssl.config import TrainingConfig, dump_yaml
 from nlp_ssl.data.corpus import CorpusConfig, load_corpus
-from nlp_ssl.data.lm_data import StreamRows, StreamWindows, build_lm_datasets, prepare_tokenizer, token_stream
+from nlp_ssl.data.lm_data import build_lm_datasets, prepare_tokenizer, token_stream
+from nlp_ssl.data.streams import StreamRows, StreamWindows
 from nlp_ssl.data.packing import PackedBlocks, collate_blocks, tokenize_corpus
 from nlp_ssl.data.tokenizer import TokenizerConfig, load_tokenizer
 from nlp_ssl.engine.run import Pipeline, RunContext, RunData, RunOutcome, run
