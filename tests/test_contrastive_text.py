@@ -133,6 +133,27 @@ def _simcse(checkpoint, method="nt_xent", views=None, **cfg):
                                     views or TextViewConfig(), max_length=24), tokenizer
 
 
+def test_dropout_override_reaches_every_dropout_of_a_modernbert_trained_without_it(checkpoint, tmp_path):
+    """The main job's ModernBERT is pretrained at dropout 0 with three rates of its own (embedding, MLP,
+    attention): SimCSE's ``model.dropout`` must set all of them, or the two views are nearly the same."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    _, tokenizer = load_backbone(str(checkpoint))
+    folder = tmp_path / "modernbert"
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, embedding_dropout=0.0, mlp_dropout=0.0, attention_dropout=0.0,
+        pad_token_id=tokenizer.pad_token_id)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    encoder, _ = load_backbone(str(folder), dropout=0.1)
+    assert (encoder.config.embedding_dropout, encoder.config.mlp_dropout, encoder.config.attention_dropout) == (0.1,) * 3
+    objective = ContrastiveTextObjective(encoder, tokenizer, "mean", ProjectionHead(32, 16, 8),
+                                         ContrastiveConfig(), TextViewConfig(), max_length=24)
+    objective.train()
+    assert float(objective(_text_batch(tokenizer, n=8)).metrics["positive_cosine"]) < 0.995  # views differ
+
+
 def test_simcse_dropout_views_differ_and_the_loss_trains(checkpoint):
     objective, tokenizer = _simcse(checkpoint)
     objective.train()

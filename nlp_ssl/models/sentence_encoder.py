@@ -104,12 +104,21 @@ def load_tokenizer_and_config(source: str) -> tuple[Any, Any]:
     return tokenizer, config
 
 
+#: The hidden / attention dropout rates of the encoder families a masked-LM checkpoint comes in: BERT-like
+#: (BERT, RoBERTa, ELECTRA, DeBERTa, MPNet), ModernBERT (embedding, MLP and attention dropout, 0 after
+#: pretraining: without setting all three, SimCSE's two views would be almost the same), DistilBERT, GPT-2.
+#: A classifier's dropout is not among them (no classifier here).
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout", "mlp_dropout",
+                "attention_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+
+
 def load_backbone(source: str, *, dropout: float | None = None, init: str = "pretrained") -> tuple[Any, Any]:
     """``(encoder, tokenizer)`` from a checkpoint folder or hub id (``AutoModel``: the LM head is dropped).
 
     Args:
         source: a run's ``final/``, a transformers folder or a hub id.
-        dropout: overrides the hidden and attention dropout of the config (SimCSE's views are dropout masks).
+        dropout: overrides every hidden and attention dropout rate of the config (:data:`DROPOUT_KEYS`;
+            SimCSE's views are dropout masks).
         init: ``random`` builds the same architecture untrained (the no-pretraining baseline).
 
     The encoder's pooler (``[CLS]`` -> dense -> tanh) is frozen: nothing here trains it, and a parameter
@@ -126,7 +135,7 @@ def load_backbone(source: str, *, dropout: float | None = None, init: str = "pre
         raise UserError(f"init must be 'pretrained' or 'random', got {init!r}")
     tokenizer, config = load_tokenizer_and_config(source)
     if dropout is not None:
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+        for key in DROPOUT_KEYS:
             if hasattr(config, key):
                 setattr(config, key, dropout)
     try:

@@ -194,10 +194,11 @@ class Word2VecObjective(Objective):
         valid = ids >= 0
         coins = self.per_example(lambda n: torch.rand(n, 2, length, generator=self.rng, device=device), rows)
         # Subsampling (word2vec.c): keep an occurrence with probability keep_prob[word].
-        keep = valid & (coins[:, 0].reshape(-1) < self.keep_prob[ids.clamp(min=0)])
-        radius = (radii_from_uniform(coins[:, 1].reshape(-1), cfg.window) if cfg.dynamic_window
-                  else torch.full_like(ids, cfg.window))
-        ids, sentence, radius = ids[keep], sentence[keep], radius[keep]
+        keep = valid & (coins[:, 0].reshape(-1) < self.keep_prob.index_select(0, ids.clamp(min=0)))
+        kept_at = keep.nonzero().squeeze(1)  # one nonzero for the three selections below
+        radius = (radii_from_uniform(coins[:, 1].reshape(-1).index_select(0, kept_at), cfg.window)
+                  if cfg.dynamic_window else torch.full_like(kept_at, cfg.window))
+        ids, sentence = ids.index_select(0, kept_at), sentence.index_select(0, kept_at)
         n = ids.shape[0]
         offset, total = self._stream_position(n, device)
         # Pad in front to where this part's first group starts, and behind to whole groups; padding rows
@@ -213,7 +214,7 @@ class Word2VecObjective(Objective):
         drawn = max(math.ceil(total / cfg.negative_group), first + groups)
         u = torch.rand((drawn, cfg.shared_negatives), dtype=torch.float64, device=device, generator=self.rng)
         negatives = torch.searchsorted(self.noise_cdf, u[first:first + groups]).clamp_(max=self.noise_cdf.shape[0] - 1)
-        kept = keep.sum().float() / valid.sum().clamp(min=1).float()
+        kept = n / valid.sum().clamp(min=1).float()
         return StepSample(ids, n, mask, negatives, int(batch["raw_words"].sum()), kept, start=lead)
 
     def _stream_position(self, kept: int, device: torch.device) -> tuple[int, int]:
@@ -321,10 +322,11 @@ class RowSGD(torch.optim.Optimizer):
                     rows, values = p.grad._indices()[0], p.grad._values()
                     # Scaled in place: the gradient is dropped after the step anyway (zero_grad).
                     if lipschitz is not None:
-                        values.mul_((self._row_steps(lr, self._global(lipschitz)[rows]) * items)[:, None])
+                        steps = self._row_steps(lr, self._global(lipschitz).index_select(0, rows))
+                        values.mul_((steps * items)[:, None])
                     else:
                         values.mul_(-lr * items)
-                    p.scatter_add_(0, rows[:, None].expand(-1, p.shape[1]), values)
+                    p.index_add_(0, rows, values)  # repeated rows add up, as the sparse gradient means
                 elif lipschitz is not None:
                     p.add_(p.grad * (self._row_steps(lr, self._global(lipschitz)) * items)[:, None])
                 else:

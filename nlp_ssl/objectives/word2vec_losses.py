@@ -113,8 +113,10 @@ def band_transpose(coef: torch.Tensor, window: int) -> torch.Tensor:
     """
     width = 2 * window + 1
     n = coef.shape[0]
-    padded = pad_rows(coef, window)  # (N + 2W, 2W+1)
-    return torch.stack([padded[k:k + n, width - 1 - k] for k in range(width)], dim=1)
+    padded = pad_rows(coef, window).contiguous()  # (N + 2W, 2W+1)
+    # out[t, k] = padded[t + k, 2W - k] sits at flat offset (t + k) * width + (width - 1 - k)
+    # = t * width + k * (width - 1) + (width - 1): one strided view, one copy.
+    return padded.as_strided((n, width), (width, width - 1), padded.storage_offset() + width - 1).contiguous()
 
 
 # ------------------------------------------------------------------------------------- shared negatives
