@@ -68,9 +68,10 @@ def test_signal_checkpoints_and_exits_resumable(tmp_path, straight, sig):
 
 def test_sigterm_to_the_launcher_reaches_the_trainer(tmp_path, straight):
     run = tmp_path / "run"
-    launcher = subprocess.Popen(["accelerate", "launch", "--num_processes", "1", *toy_command(run)[1:]], cwd=REPO,
-                                env=toy_env(fault="sleep:100"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                executable=shutil.which("accelerate"))
+    # The launcher is this interpreter's accelerate (found without the virtual environment on PATH).
+    launcher = subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+                                 *toy_command(run)[1:]], cwd=REPO, env=toy_env(fault="sleep:100"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lock = run / ".lock"
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").is_file() or len((run / "metrics.jsonl").read_text().splitlines()) < 5:
