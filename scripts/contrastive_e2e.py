@@ -38,6 +38,9 @@ TRAINED = [
     ("simcse", "SimCSE: dropout views, NT-Xent", "simcse", []),
     ("simcse_aug", "SimCSE + span crop 60-100% + word deletion 15%", "simcse",
      ["views.crop_min=0.6", "views.word_deletion=0.15"]),
+    ("simcse_mlm", "SimCSE + auxiliary masked-LM loss (lambda 0.1)", "simcse", ["contrastive.mlm_weight=0.1"]),
+    ("simcse_aug_mlm", "SimCSE + crop + deletion + masked-LM loss", "simcse",
+     ["views.crop_min=0.6", "views.word_deletion=0.15", "contrastive.mlm_weight=0.1"]),
     ("moco", "MoCo: same views, EMA key encoder, queue of 1,024", "moco", []),
     ("cpc", "CPC: GRU context, 4 tokens ahead", "cpc", []),
 ]
@@ -98,7 +101,7 @@ def main() -> None:
     parser.add_argument("--pretrain", action="store_true", help="train the checkpoint first (the main command)")
     parser.add_argument("--out", default="runs/contrastive-e2e", help="folder for runs, logs and results")
     parser.add_argument("--only", nargs="*", help="rows to compute, by key (random_init checkpoint_mean simcse "
-                        "simcse_aug moco cpc minilm); the table shows every row with results in --out")
+                        "simcse_aug simcse_mlm simcse_aug_mlm moco cpc minilm); the table shows every row with results in --out")
     args = parser.parse_args()
     out = (REPO / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

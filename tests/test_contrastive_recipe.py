@@ -32,19 +32,20 @@ def test_debug_run_exports_an_encoder_with_pooling_card_and_evaluation(checkpoin
     labelled = _labelled_file(tmp_path)
     result = run_entry(["recipes/contrastive_text.py", "--config", DEBUG, f"output_dir={out}",
                         f"model.name_or_path={checkpoint}", f"evaluation.tasks=[{labelled}]", "model.pooling=cls",
-                        "views.crop_min=0.6"])
+                        "views.crop_min=0.6", "contrastive.mlm_weight=0.1"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Exported sentence encoder" in result.stdout and "labelled/knn_accuracy" in result.stdout
     final = out / "final"
     model = AutoModel.from_pretrained(final)
     assert type(model).__name__ == "BertModel" and model.config.sentence_pooling == "cls"
     assert json.loads((final / "sentence_pooling.json").read_text())["pooling"] == "cls"
-    assert not any(k.startswith("head.") for k in load_file(str(final / "model.safetensors")))
+    assert not any(k.startswith(("head.", "cls.")) for k in load_file(str(final / "model.safetensors")))
     results = json.loads((final / "eval_results.json").read_text())
     assert {"eval/loss", "labelled/knn_accuracy", "labelled/probe_accuracy"} <= set(results)
     assert "labelled/knn_accuracy" in json.loads((final / "sentence_eval.json").read_text())["validation"]
     card = (final / "README.md").read_text()
     assert "labelled/knn_accuracy" in card and "span crop 60%-100%" in card and "sentence_pooling" in card
+    assert "0.1 x masked-LM loss on 15% of the tokens" in card and "masked-LM head of the auxiliary loss" in card
     assert sorted(_losses(out)) == [5, 10]
 
 

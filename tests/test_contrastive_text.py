@@ -368,3 +368,81 @@ def test_recipe_rejects_a_pairs_file_without_its_column_before_writing(checkpoin
                         "contrastive.method=supervised", f"data.pairs_file={pairs}", f"model.name_or_path={checkpoint}"])
     assert_user_error(result, "pairs.tsv has no column 'positive'")
     assert not out.exists()
+
+
+# --- SimCSE's auxiliary masked-LM loss -------------------------------------------------------------------------
+
+
+def _simcse_with_mlm(checkpoint, weight: float = 0.1):
+    from nlp_ssl.models.sentence_encoder import load_masked_lm
+
+    masked_lm, tokenizer = load_masked_lm(str(checkpoint), dropout=0.1)
+    objective = ContrastiveTextObjective(None, tokenizer, "mean", ProjectionHead(32, 16, 8),
+                                         ContrastiveConfig(mlm_weight=weight, mlm_probability=0.3),
+                                         TextViewConfig(), max_length=24, masked_lm=masked_lm)
+    return objective, tokenizer
+
+
+def test_auxiliary_mlm_loss_matches_a_naive_loop_and_adds_to_nt_xent(checkpoint):
+    from nlp_ssl.objectives.contrastive_losses import nt_xent_loss
+    from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens, masking_noise
+
+    objective, tokenizer = _simcse_with_mlm(checkpoint, weight=0.25)
+    objective.eval()  # no dropout: every term below is deterministic
+    batch = _text_batch(tokenizer, n=8)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    objective.rng.manual_seed(3)
+    with torch.no_grad():
+        mlm = objective.auxiliary_mlm_loss(ids, mask)
+    # Naive: the same draws, then -log p(original token) at every selected position, one at a time.
+    generator = torch.Generator().manual_seed(3)
+    noise = masking_noise(ids.shape[0], ids.shape[1], generator)
+    special = torch.tensor([[t in tokenizer.all_special_ids for t in row] for row in ids.tolist()])
+    corrupted, selected = mask_tokens(ids, mask.bool() & ~special, tokenizer.mask_token_id, len(tokenizer),
+                                      MaskingConfig(mlm_probability=0.3), noise=noise)
+    assert int(selected.sum()) > 5 and not (selected & ~mask.bool()).any()
+    with torch.no_grad():
+        logits = objective.masked_lm(input_ids=corrupted, attention_mask=mask).logits
+    terms = [-torch.log_softmax(logits[b, t], -1)[ids[b, t]] for b, t in selected.nonzero().tolist()]
+    assert float(mlm) == pytest.approx(float(sum(terms) / len(terms)), rel=1e-5)
+
+    objective.rng.manual_seed(3)
+    with torch.no_grad():
+        out = objective(batch)
+        z = objective.head(objective.embed(ids, mask))
+    assert float(out.metrics["mlm_loss"]) == pytest.approx(float(mlm), rel=1e-6)
+    assert float(out.loss) == pytest.approx(float(nt_xent_loss(z, z, 0.05) + 0.25 * mlm), rel=1e-5)
+
+
+def test_auxiliary_mlm_trains_the_lm_head_and_exports_the_encoder_alone(checkpoint, tmp_path):
+    objective, tokenizer = _simcse_with_mlm(checkpoint)
+    objective.train()
+    objective(_text_batch(tokenizer, n=8)).loss.backward()
+    lm_head = [p for name, p in objective.masked_lm.named_parameters() if name.startswith("cls.")]
+    assert lm_head and all(p.grad is not None for p in lm_head)
+    assert objective.model is objective.masked_lm.base_model
+    names = [n for n, _ in objective.named_parameters()]
+    assert len(names) == len(set(id(p) for p in objective.parameters()))  # the shared encoder counted once
+    objective.export(tmp_path / "export")
+    loaded = AutoModel.from_pretrained(tmp_path / "export")
+    assert type(loaded).__name__ == "BertModel"
+    assert not any(k.startswith("cls.") for k in loaded.state_dict())
+
+
+def test_auxiliary_mlm_needs_a_masked_lm_head(checkpoint, tmp_path):
+    from nlp_ssl.models.sentence_encoder import load_masked_lm
+
+    encoder, tokenizer = load_backbone(str(checkpoint))
+    encoder.save_pretrained(tmp_path / "encoder_only")  # like a sentence-transformers export: no LM head
+    tokenizer.save_pretrained(tmp_path / "encoder_only")
+    with pytest.raises(UserError, match="no masked-LM head"):
+        load_masked_lm(str(tmp_path / "encoder_only"))
+    out = tmp_path / "run"
+    result = run_entry(["recipes/contrastive_text.py", "--config", DEBUG, f"output_dir={out}",
+                        "contrastive.mlm_weight=0.1", f"model.name_or_path={tmp_path / 'encoder_only'}"])
+    assert_user_error(result, "holds no masked-LM head", "contrastive.mlm_weight=0")
+    assert not out.exists()  # stopped before the run folder was written
+    with pytest.raises(UserError, match="mlm_weight"):
+        ContrastiveConfig(method="cpc", mlm_weight=0.1)
+    with pytest.raises(UserError, match="mlm_weight"):
+        ContrastiveConfig(mlm_weight=-1.0)

@@ -20,7 +20,7 @@ from torch import nn
 
 from nlp_ssl.errors import UserError
 
-__all__ = ["POOLING_FILE", "POOLINGS", "ProjectionHead", "causal_attention_mask", "load_backbone",
+__all__ = ["POOLING_FILE", "POOLINGS", "ProjectionHead", "causal_attention_mask", "load_backbone", "load_masked_lm",
            "load_tokenizer_and_config", "pool", "read_pooling", "save_sentence_encoder"]
 
 POOLINGS = ("mean", "cls")
@@ -112,6 +112,23 @@ DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "embeddin
                 "attention_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
 
 
+def _config_with_dropout(source: str, dropout: float | None, init: str) -> tuple[Any, Any]:
+    if init not in ("pretrained", "random"):
+        raise UserError(f"init must be 'pretrained' or 'random', got {init!r}")
+    tokenizer, config = load_tokenizer_and_config(source)
+    if dropout is not None:
+        for key in DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, dropout)
+    return tokenizer, config
+
+
+def _freeze_pooler(model: nn.Module) -> None:
+    pooler = getattr(model, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        pooler.requires_grad_(False)
+
+
 def load_backbone(source: str, *, dropout: float | None = None, init: str = "pretrained") -> tuple[Any, Any]:
     """``(encoder, tokenizer)`` from a checkpoint folder or hub id (``AutoModel``: the LM head is dropped).
 
@@ -131,13 +148,7 @@ def load_backbone(source: str, *, dropout: float | None = None, init: str = "pre
 
     from nlp_ssl.models.checkpoint import quiet_transformers
 
-    if init not in ("pretrained", "random"):
-        raise UserError(f"init must be 'pretrained' or 'random', got {init!r}")
-    tokenizer, config = load_tokenizer_and_config(source)
-    if dropout is not None:
-        for key in DROPOUT_KEYS:
-            if hasattr(config, key):
-                setattr(config, key, dropout)
+    tokenizer, config = _config_with_dropout(source, dropout, init)
     try:
         with quiet_transformers():
             model = (AutoModel.from_config(config) if init == "random"
@@ -145,9 +156,45 @@ def load_backbone(source: str, *, dropout: float | None = None, init: str = "pre
     except Exception as err:  # noqa: BLE001 - missing or corrupt weights: one actionable line
         first = " ".join(str(err).split())[:200] or type(err).__name__
         raise UserError(f"could not load the weights of {source!r} as a transformers encoder ({first})") from None
-    pooler = getattr(model, "pooler", None)
-    if isinstance(pooler, nn.Module):
-        pooler.requires_grad_(False)
+    _freeze_pooler(model)
+    return model, tokenizer
+
+
+def load_masked_lm(source: str, *, dropout: float | None = None, init: str = "pretrained") -> tuple[Any, Any]:
+    """``(masked-LM model, tokenizer)`` with its LM head, for an auxiliary masked-LM loss beside a contrastive one.
+
+    The encoder is ``model.base_model`` (the same module, so the export is still the encoder alone). Arguments
+    as :func:`load_backbone`.
+
+    Raises:
+        UserError: the checkpoint cannot be loaded, its tokenizer has no mask token, or its weights hold the
+            encoder alone (no trained LM head to continue from).
+    """
+    from transformers import AutoModelForMaskedLM
+
+    from nlp_ssl.models.checkpoint import quiet_transformers
+
+    tokenizer, config = _config_with_dropout(source, dropout, init)
+    if tokenizer.mask_token_id is None:
+        raise UserError(f"the tokenizer of {source!r} has no mask token, which contrastive.mlm_weight needs; "
+                        "start from a masked-LM checkpoint or set contrastive.mlm_weight=0")
+    try:
+        with quiet_transformers():
+            if init == "random":
+                model, missing = AutoModelForMaskedLM.from_config(config), []
+            else:
+                model, info = AutoModelForMaskedLM.from_pretrained(source, config=config, output_loading_info=True)
+                missing = info.get("missing_keys", [])
+    except Exception as err:  # noqa: BLE001 - an encoder family without a masked-LM class, corrupt weights
+        first = " ".join(str(err).split())[:200] or type(err).__name__
+        raise UserError(f"could not load {source!r} as a masked LM ({first}); set contrastive.mlm_weight=0 "
+                        "to train the encoder alone") from None
+    prefix = getattr(model, "base_model_prefix", "")
+    head_missing = [k for k in missing if not k.startswith(prefix + ".")]
+    if head_missing:
+        raise UserError(f"{source!r} holds no masked-LM head (missing {head_missing[0]}); start from a masked-LM "
+                        "checkpoint such as a run's final/ folder, or set contrastive.mlm_weight=0")
+    _freeze_pooler(model.base_model)
     return model, tokenizer
 
 

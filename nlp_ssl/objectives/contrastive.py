@@ -57,6 +57,10 @@ class ContrastiveConfig:
         cpc_normalize: score CPC with cosine / temperature instead of the paper's plain dot product.
         cpc_causal_encoder: run the encoder with a causal attention mask for CPC, so that the encoding of a
             token never sees the tokens it is asked to predict.
+        mlm_weight: lambda of SimCSE's auxiliary masked-LM loss (Gao et al. 2021, appendix: ``l + lambda *
+            l_mlm``, lambda 0.1 there): keeps the token-level knowledge of the checkpoint while the sentence
+            vectors are reshaped; 0 turns it off. NT-Xent and MoCo only; needs a masked-LM checkpoint.
+        mlm_probability: share of the tokens the auxiliary loss masks (BERT's 80/10/10 corruption).
     """
 
     method: Literal["nt_xent", "moco", "supervised", "cpc"] = "nt_xent"
@@ -70,6 +74,8 @@ class ContrastiveConfig:
     cpc_context: Literal["gru", "transformer"] = "gru"
     cpc_normalize: bool = True
     cpc_causal_encoder: bool = True
+    mlm_weight: float = 0.0
+    mlm_probability: float = 0.15
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -83,6 +89,13 @@ class ContrastiveConfig:
             raise UserError(f"config key 'contrastive.margin' must be > 0, got {self.margin}")
         if self.cpc_steps < 1:
             raise UserError(f"config key 'contrastive.cpc_steps' must be >= 1, got {self.cpc_steps}")
+        if not self.mlm_weight >= 0:
+            raise UserError(f"config key 'contrastive.mlm_weight' must be >= 0 (0: off), got {self.mlm_weight}")
+        if self.mlm_weight > 0 and self.method not in ("nt_xent", "moco"):
+            raise UserError(f"config key 'contrastive.mlm_weight' applies to nt_xent and moco, not {self.method}; "
+                            "set it to 0")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise UserError(f"config key 'contrastive.mlm_probability' must be in (0, 1), got {self.mlm_probability}")
 
 
 class SentenceObjective(Objective):
@@ -119,11 +132,22 @@ class ContrastiveTextObjective(SentenceObjective):
 
     Batch: ``{"input_ids": [B, T], "attention_mask": [B, T]}``; ``num_items`` is ``2B`` for NT-Xent (each view
     is an anchor) and ``B`` for MoCo (one query per sentence).
+
+    With ``cfg.mlm_weight > 0`` pass ``masked_lm`` (the checkpoint with its LM head, :func:`load_masked_lm`)
+    instead of an encoder: the encoder is its ``base_model`` and the loss gains ``mlm_weight`` times the
+    masked-LM loss of the undistorted batch (SimCSE's auxiliary objective); the LM head is not exported.
     """
 
-    def __init__(self, encoder: nn.Module, tokenizer: Any, pooling: str, head: ProjectionHead,
-                 cfg: ContrastiveConfig, views: TextViewConfig, max_length: int) -> None:
+    def __init__(self, encoder: nn.Module | None, tokenizer: Any, pooling: str, head: ProjectionHead,
+                 cfg: ContrastiveConfig, views: TextViewConfig, max_length: int,
+                 masked_lm: nn.Module | None = None) -> None:
+        if (masked_lm is None) == (cfg.mlm_weight > 0):
+            raise ValueError("pass masked_lm exactly when cfg.mlm_weight > 0")
+        if masked_lm is not None:
+            encoder = masked_lm.base_model
         super().__init__(encoder, tokenizer, pooling, head, max_length)
+        # Registered beside self.model (which it contains): parameters() lists each tensor once.
+        self.masked_lm = masked_lm
         if cfg.method not in ("nt_xent", "moco"):
             raise UserError(f"ContrastiveTextObjective trains nt_xent or moco, not {cfg.method!r}")
         self.cfg, self.views = cfg, views
@@ -147,7 +171,34 @@ class ContrastiveTextObjective(SentenceObjective):
                                 self.special_lookup, self.word_start_lookup, self.tokenizer.pad_token_id)
                 for v in range(2)]
 
+    def auxiliary_mlm_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the masked-LM head at the tokens BERT's 80/10/10 corruption selected.
+
+        Shape: ``input_ids``, ``attention_mask``: ``[B, T]``; returns a scalar (0 when nothing was selected).
+        """
+        from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens, masking_noise
+
+        rows, length = input_ids.shape
+        noise = self.per_example(lambda n: masking_noise(n, length, self.rng, input_ids.device), rows)
+        maskable = attention_mask.bool() & ~self.special_lookup[input_ids]
+        vocab = self.masked_lm.config.vocab_size
+        corrupted, selected = mask_tokens(input_ids, maskable, self.tokenizer.mask_token_id, vocab,
+                                          MaskingConfig(mlm_probability=self.cfg.mlm_probability), noise=noise)
+        logits = self.masked_lm(input_ids=corrupted, attention_mask=attention_mask).logits  # [B, T, V]
+        if not selected.any():
+            return logits.sum() * 0.0  # keeps the head in the graph: no data-parallel stall
+        return F.cross_entropy(logits[selected].float(), input_ids[selected])
+
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        out = self._contrastive(batch)
+        if self.masked_lm is None:
+            return out
+        mlm = self.auxiliary_mlm_loss(batch["input_ids"], batch["attention_mask"])
+        out.metrics["mlm_loss"] = mlm.detach()
+        out.loss = out.loss + self.cfg.mlm_weight * mlm
+        return out
+
+    def _contrastive(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         (ids_a, mask_a), (ids_b, mask_b) = self.make_views(batch["input_ids"], batch["attention_mask"])
         n = ids_a.shape[0]
         if self.cfg.method == "moco":

@@ -197,6 +197,10 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
             if cfg.evaluation.pairs_file:
                 read_sts_pairs(cfg.evaluation.pairs_file)
         load_tokenizer_and_config(cfg.model.name_or_path)  # a bad checkpoint stops the run before anything is written
+        if cfg.contrastive.mlm_weight > 0:  # and so does one without a mask token or a masked-LM head
+            from nlp_ssl.models.sentence_encoder import load_masked_lm
+
+            load_masked_lm(cfg.model.name_or_path, init=cfg.model.init)
         return inputs
 
     def build_data(self, ctx: RunContext[ContrastiveTextConfig]) -> RunData:
@@ -239,12 +243,18 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
                                    f"{len(held) if held is not None else 0:,} held out; max {length} tokens")
 
     def build_objective(self, ctx: RunContext[ContrastiveTextConfig], data: RunData) -> Objective:
-        from nlp_ssl.models.sentence_encoder import ProjectionHead, load_backbone
+        from nlp_ssl.models.sentence_encoder import ProjectionHead, load_backbone, load_masked_lm
         from nlp_ssl.objectives.contrastive import (ContrastiveTextObjective, SupervisedContrastiveObjective,
                                                     TextCPCObjective)
 
         cfg = ctx.config
-        encoder, tokenizer = load_backbone(cfg.model.name_or_path, dropout=cfg.model.dropout, init=cfg.model.init)
+        masked_lm = None
+        if cfg.contrastive.mlm_weight > 0:
+            masked_lm, tokenizer = load_masked_lm(cfg.model.name_or_path, dropout=cfg.model.dropout,
+                                                  init=cfg.model.init)
+            encoder = masked_lm.base_model
+        else:
+            encoder, tokenizer = load_backbone(cfg.model.name_or_path, dropout=cfg.model.dropout, init=cfg.model.init)
         dim = encoder.config.hidden_size
         method, pooling, length = cfg.contrastive.method, cfg.model.pooling, cfg.data.max_length
         if method == "cpc":
@@ -252,7 +262,8 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
         head = ProjectionHead(dim, cfg.projection.hidden_dim, cfg.projection.dim, cfg.projection.layers)
         if method == "supervised":
             return SupervisedContrastiveObjective(encoder, tokenizer, pooling, head, cfg.contrastive, length)
-        return ContrastiveTextObjective(encoder, tokenizer, pooling, head, cfg.contrastive, cfg.views, length)
+        return ContrastiveTextObjective(None if masked_lm is not None else encoder, tokenizer, pooling, head,
+                                        cfg.contrastive, cfg.views, length, masked_lm=masked_lm)
 
     def describe_objective(self, objective: Objective) -> str:
         encoder = sum(p.numel() for p in objective.model.parameters())  # type: ignore[union-attr]
@@ -289,6 +300,8 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
             objective = f"supervised contrastive ({c.loss} loss)"
         else:
             objective = f"CPC over tokens: {c.cpc_context} context, {c.cpc_steps} steps ahead, InfoNCE"
+        if c.mlm_weight > 0:
+            objective += f"; plus {c.mlm_weight:g} x masked-LM loss on {c.mlm_probability:.0%} of the tokens"
         data = cfg.data.pairs_file or cfg.data.labelled_file or cfg.data.corpus
         return CardInfo(
             model_name=ctx.run_dir.root.name, objective=objective, task_type="sentence-similarity",
@@ -338,6 +351,11 @@ def _labelled_inputs(source: str, text_column: str, label_column: str, read_file
 
 
 def _heads_note(cfg: ContrastiveTextConfig) -> str:
+    lm_head = " Neither is the masked-LM head of the auxiliary loss." if cfg.contrastive.mlm_weight > 0 else ""
+    return _projection_note(cfg) + lm_head
+
+
+def _projection_note(cfg: ContrastiveTextConfig) -> str:
     if cfg.contrastive.method == "cpc":
         return "The context network and the predictors used in training are not part of the export."
     if cfg.projection.layers == 0:
