@@ -169,6 +169,7 @@ class _Inputs:
     pairs: Any = None
     labelled: tuple[list[str], list[int], list[str]] | None = None
     labelled_eval: tuple[list[str], list[int]] | None = None
+    masked_lm: tuple[Any, Any] | None = None  # (model, tokenizer) when contrastive.mlm_weight > 0, loaded once
 
 
 class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
@@ -200,7 +201,9 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
         if cfg.contrastive.mlm_weight > 0:  # and so does one without a mask token or a masked-LM head
             from nlp_ssl.models.sentence_encoder import load_masked_lm
 
-            load_masked_lm(cfg.model.name_or_path, init=cfg.model.init)
+            masked_lm = load_masked_lm(cfg.model.name_or_path, dropout=cfg.model.dropout, init=cfg.model.init)
+            if cfg.model.init == "pretrained":  # random weights are drawn again once the run's seed is set
+                inputs.masked_lm = masked_lm
         return inputs
 
     def build_data(self, ctx: RunContext[ContrastiveTextConfig]) -> RunData:
@@ -250,8 +253,8 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
         cfg = ctx.config
         masked_lm = None
         if cfg.contrastive.mlm_weight > 0:
-            masked_lm, tokenizer = load_masked_lm(cfg.model.name_or_path, dropout=cfg.model.dropout,
-                                                  init=cfg.model.init)
+            masked_lm, tokenizer = ctx.inputs.masked_lm or load_masked_lm(
+                cfg.model.name_or_path, dropout=cfg.model.dropout, init=cfg.model.init)
             encoder = masked_lm.base_model
         else:
             encoder, tokenizer = load_backbone(cfg.model.name_or_path, dropout=cfg.model.dropout, init=cfg.model.init)
