@@ -41,7 +41,8 @@ def test_check_names_every_column_where_pretrained_is_not_above_random(e2e):
 
 
 def test_check_skips_columns_a_model_was_not_evaluated_on(e2e):
-    results = [{"name": "hour", "row": _row(0.8, finetune=False)}, {"name": "random", "row": _row(0.5)}]
+    results = [{"name": "main", "row": _row(0.8, finetune=False)}, {"name": "random", "row": _row(0.5)},
+               {"name": "short", "row": _row(0.1)}]  # shown beside main, never checked
     assert e2e.check(results) == []
     results[0]["row"]["trec_probe"] = 0.4
     assert [f.split(":")[0] for f in e2e.check(results)] == ["TREC probe"]
@@ -53,7 +54,7 @@ def test_table_leaves_unevaluated_cells_empty_and_shows_cpu(e2e):
     text = e2e.table(results, {"main": {"cpu_seconds": 390.0}})
     ref, main = text.splitlines()[2:]
     assert ref.startswith("| all-MiniLM-L6-v2 (reference) | (not ours) | - | - | - | 90.0 ± 1.0 | 90.0 |")
-    assert main.startswith("| small ModernBERT, main job | 6 min | 80.0 | 80.0 | 80.0 | 80.0 ± 1.0 |")
+    assert main.startswith("| small ModernBERT, main job (1-hour budget) | 6 min | 80.0 | 80.0 | 80.0 | 80.0 ± 1.0 |")
     assert ref.endswith("| 2 min |") and main.endswith("| 10 min |")
 
 
@@ -68,3 +69,20 @@ def test_finetune_grid_cache_is_read_back(e2e, tmp_path):
     written = json.loads((tmp_path / "new.json").read_text())
     assert isinstance(fresh["cpu_seconds"], float) and written["cpu_seconds"] == fresh["cpu_seconds"]
     assert written["test"] == 0.6
+
+
+def test_seeds_per_task_average_cached_runs_and_bad_items_stop(e2e, tmp_path):
+    assert e2e.parse_seeds(["bbc=3", "trec=1"]) == {"bbc": 3, "trec": 1}
+    for bad in ("bbc", "sst2=3", "bbc=0", "bbc=x"):
+        with pytest.raises(SystemExit, match="--seeds takes TASK=N"):
+            e2e.parse_seeds([bad])
+    folder = tmp_path / "finetune" / "main"
+    folder.mkdir(parents=True)
+    # Seed 1 keeps the one-seed file name, so a one-seed grid's cache is reused when seeds are added.
+    for stem, val, test in (("bbc_lr0.001", 0.9, 0.8), ("bbc_lr0.001_seed2", 0.7, 0.6), ("bbc_lr0.001_seed3", 0.8, 1.0)):
+        (folder / f"{stem}.json").write_text(json.dumps({"lr": 1e-3, "validation": val, "test": test,
+                                                         "cpu_seconds": 10.0}))
+    point = e2e.grid_point("bbc", "m", "pretrained", 1e-3, folder, False, 3)
+    assert point["validation"] == pytest.approx(0.8) and point["test"] == pytest.approx(0.8)
+    assert [s["test"] for s in point["per_seed"]] == [0.8, 0.6, 1.0] and point["cpu_seconds"] == 30.0
+    assert e2e.grid_point("bbc", "m", "pretrained", 1e-3, folder, False, 1)["test"] == 0.8
