@@ -133,8 +133,8 @@ class ContrastiveTextObjective(SentenceObjective):
     Batch: ``{"input_ids": [B, T], "attention_mask": [B, T]}``; ``num_items`` is ``2B`` for NT-Xent (each view
     is an anchor) and ``B`` for MoCo (one query per sentence).
 
-    With ``cfg.mlm_weight > 0`` pass ``masked_lm`` (the checkpoint with its LM head, :func:`load_masked_lm`)
-    instead of an encoder: the encoder is its ``base_model`` and the loss gains ``mlm_weight`` times the
+    With ``cfg.mlm_weight > 0`` pass ``masked_lm`` (the checkpoint with its LM head, :func:`load_masked_lm`):
+    the encoder is then its ``base_model`` (``encoder`` may be None) and the loss gains ``mlm_weight`` times the
     masked-LM loss of the undistorted batch (SimCSE's auxiliary objective); the LM head is not exported.
     """
 

@@ -265,8 +265,8 @@ class ContrastiveTextPipeline(Pipeline[ContrastiveTextConfig]):
         head = ProjectionHead(dim, cfg.projection.hidden_dim, cfg.projection.dim, cfg.projection.layers)
         if method == "supervised":
             return SupervisedContrastiveObjective(encoder, tokenizer, pooling, head, cfg.contrastive, length)
-        return ContrastiveTextObjective(None if masked_lm is not None else encoder, tokenizer, pooling, head,
-                                        cfg.contrastive, cfg.views, length, masked_lm=masked_lm)
+        return ContrastiveTextObjective(encoder, tokenizer, pooling, head, cfg.contrastive, cfg.views, length,
+                                        masked_lm=masked_lm)
 
     def describe_objective(self, objective: Objective) -> str:
         encoder = sum(p.numel() for p in objective.model.parameters())  # type: ignore[union-attr]
@@ -354,7 +354,8 @@ def _labelled_inputs(source: str, text_column: str, label_column: str, read_file
 
 
 def _heads_note(cfg: ContrastiveTextConfig) -> str:
-    lm_head = " Neither is the masked-LM head of the auxiliary loss." if cfg.contrastive.mlm_weight > 0 else ""
+    lm_head = (" The masked-LM head of the auxiliary loss is not part of the export either."
+               if cfg.contrastive.mlm_weight > 0 else "")
     return _projection_note(cfg) + lm_head
 
 
