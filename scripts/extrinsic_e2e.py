@@ -299,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     verdict = ("FAIL:\n  " + "\n  ".join(failures) if failures
                else "PASS: the main job's checkpoint is above random init on every column" if compared
                else "no verdict: the check needs both main and random in --models")
+    seeds_text = ", ".join(f"{t} mean of {n} seeds" for t, n in seeds.items()) or "one seed"
     notes = ["", f"Fine-tuning: learning rate picked from {', '.join(f'{x:g}' for x in grid)} on validation for every "
-             "encoder, best epoch on validation; test scores (" + (", ".join(f"{t} mean of {n} seeds" for t, n in seeds.items()) or "one seed") + "). BBC: accuracy on 105 test articles; TREC: "
+             f"encoder, best epoch on validation; test scores ({seeds_text}). BBC: accuracy on 105 test articles; TREC: "
              "accuracy on 538 test questions; WNUT: entity F1 (seqeval) on 240 test tweets. Probes: logistic "
              "regression on frozen features; BBC 10/class is the mean ± std of 3 draws. CPU: user + system time "
              "of every thread."]
