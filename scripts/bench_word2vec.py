@@ -2,6 +2,11 @@
 
     python scripts/bench_word2vec.py                      # skip-gram, 2 threads, all embedded corpora, 5 epochs
     python scripts/bench_word2vec.py --arch both --repeats 2 --json bench_word2vec.json
+    python scripts/bench_word2vec.py --sides gensim fused # leave the batched torch path out
+
+Sides: ``gensim``; ``fused``, the torch backend with the fused CPU kernel (``word2vec.kernel=fused``, what
+``auto`` picks on one CPU process); ``batched``, the torch backend's batched steps (``word2vec.kernel=torch``,
+the path for GPUs and several processes).
 
 Corpus: the largest text that installs offline: every split of every embedded corpus (PTB, BBC News,
 Shakespeare, the gensim Wikipedia sample and the Lee corpus; about 3.3M words), one document per example,
@@ -52,13 +57,17 @@ def write_corpus(folder: Path) -> Path:
     return path
 
 
-def config(backend: str, arch: str, corpus: Path, output: Path, args: argparse.Namespace) -> Word2VecConfig:
+SIDES = {"gensim": ("gensim", None), "fused": ("torch", "fused"), "batched": ("torch", "torch")}
+
+
+def config(side: str, arch: str, corpus: Path, output: Path, args: argparse.Namespace) -> Word2VecConfig:
+    backend, kernel = SIDES[side]
     overrides = [
         f"output_dir={output}", "overwrite_output_dir=true", f"data.corpus={corpus}", f"num_train_epochs={args.epochs}",
         f"learning_rate={LEARNING_RATE[arch]}", "report_to=[]", "logging_steps=100", "save_steps=1000000",
         f"word2vec.backend={backend}", f"word2vec.architecture={arch}", f"word2vec.workers={args.threads}",
         "evaluation.neighbours=[]",
-    ] + list(args.override)
+    ] + ([f"word2vec.kernel={kernel}"] if kernel else []) + list(args.override)
     # The torch-only keys (step size, negative groups, row cap) come from the shipped config of each model.
     shipped = {"skipgram": "default.yaml", "cbow": "cbow.yaml"}[arch]
     return load_config(Word2VecConfig, ROOT / "recipes" / "configs" / "word2vec" / shipped, overrides)
@@ -87,10 +96,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads = gensim workers (default 2)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1, help="alternate the backends this many times (median)")
+    parser.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES),
+                        help="what to run (default: all; gensim is always the reference)")
     parser.add_argument("--json", help="write all figures to this file")
     parser.add_argument("override", nargs="*", help="extra key=value config overrides for both backends")
     args = parser.parse_args()
     archs = ["skipgram", "cbow"] if args.arch == "both" else ["cbow" if args.cbow else args.arch]
+    sides = ["gensim"] + [side for side in args.sides if side != "gensim"]
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # what every recipe process does; set up front so both backends run under it
 
@@ -99,9 +111,9 @@ def main() -> None:
         tmp_path = Path(tmp)
         corpus = write_corpus(tmp_path)
         for arch in archs:
-            results[arch] = {"gensim": [], "torch": []}
+            results[arch] = {side: [] for side in sides}
             for repeat in range(args.repeats):
-                for backend in ("gensim", "torch"):
+                for backend in sides:
                     cfg = config(backend, arch, corpus, tmp_path / f"{arch}-{backend}-{repeat}", args)
                     start = time.perf_counter()
                     summary = train_word2vec(cfg)
@@ -113,22 +125,22 @@ def main() -> None:
                           f"{_pct(row['analogy_accuracy'])}, WS353 {_num(row['wordsim353_spearman'])}", flush=True)
 
     print()
-    print(f"word2vec benchmark: all embedded corpora ({results[archs[0]]['torch'][0]['raw_words']:,} words), {args.epochs} "
+    print(f"word2vec benchmark: all embedded corpora ({results[archs[0]]['gensim'][0]['raw_words']:,} words), {args.epochs} "
           f"epochs, 100-d, window 5, 5 negatives, sample 1e-3, {args.threads} threads each, median of {args.repeats}")
     header = f"{'model':<10} {'backend':<7} {'words/s':>10} {'vs gensim':>9} {'analogy (covered)':>24} {'WS353':>7} {'SimLex':>7}"
     print(header)
     print("-" * len(header))
     summary_json = {}
     for arch in archs:
-        med = {b: _median(results[arch][b]) for b in ("gensim", "torch")}
-        for backend in ("gensim", "torch"):
+        med = {b: _median(results[arch][b]) for b in sides}
+        for backend in sides:
             m = med[backend]
             ratio = m["words_per_sec"] / med["gensim"]["words_per_sec"]
             cover = f"{_pct(m['analogy_accuracy'])} ({m['analogy_covered']:.0f}/{m['analogy_total']:.0f})"
             print(f"{arch:<10} {backend:<7} {m['words_per_sec']:>10,.0f} {ratio:>8.2f}x {cover:>24} "
                   f"{_num(m['wordsim353_spearman']):>7} {_num(m['simlex999_spearman']):>7}")
-        summary_json[arch] = {"median": med, "runs": results[arch],
-                              "speed_ratio": med["torch"]["words_per_sec"] / med["gensim"]["words_per_sec"]}
+        summary_json[arch] = {"median": med, "runs": results[arch], "speed_ratio": {
+            side: med[side]["words_per_sec"] / med["gensim"]["words_per_sec"] for side in sides}}
     if args.json:
         Path(args.json).write_text(json.dumps(summary_json, indent=2) + "\n", encoding="utf-8")
 

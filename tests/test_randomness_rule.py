@@ -71,13 +71,13 @@ def recurrent_lm() -> tuple[Objective, list[Any], Callable]:
     return TruncatedBPTTObjective(model, tok, bptt=10), examples, default_collate
 
 
-def word2vec(arch: str) -> Callable[[], tuple[Objective, list[Any], Callable]]:
+def word2vec(arch: str, fused: bool = False) -> Callable[[], tuple[Objective, list[Any], Callable]]:
     def build():
         cfg = VocabConfig(min_count=1)
         vocab = build_vocabulary(LINES, cfg, source="ptb")
         data = ChunkDataset(encode_corpus(LINES, vocab, cfg), 64, 4)
-        objective = Word2VecObjective(WordVectors(len(vocab), 8), vocab.counts,
-                                      Word2VecObjectiveConfig(architecture=arch, shared_negatives=4, negative_group=8))
+        objective = Word2VecObjective(WordVectors(len(vocab), 8), vocab.counts, Word2VecObjectiveConfig(
+            architecture=arch, shared_negatives=4, negative_group=8, fused=fused))
         return objective, [data[i] for i in range(4)], collate_chunks
     return build
 
@@ -149,8 +149,9 @@ VISION_PRETEXTS = ("rotation", "patch_position", "jigsaw", "inpainting", "autoen
                    "vae", "pixelcnn", "simclr", "moco")
 
 BUILDERS = {"masked_lm": masked_lm, "causal_lm": causal_lm, "recurrent_lm": recurrent_lm,
-            "skipgram": word2vec("skipgram"),
-            "cbow": word2vec("cbow"), "sequence_classification": classification("sequence"),
+            "skipgram": word2vec("skipgram"), "cbow": word2vec("cbow"),
+            "skipgram_fused": word2vec("skipgram", fused=True), "cbow_fused": word2vec("cbow", fused=True),
+            "sequence_classification": classification("sequence"),
             "token_classification": classification("token"), "simcse_augmented": contrastive("nt_xent"),
             "supervised_contrastive": contrastive("supervised"), "cpc": contrastive("cpc"),
             **{f"vision_{name}": vision(name) for name in VISION_PRETEXTS}}

@@ -157,10 +157,12 @@ def _planted_corpus(path: Path, sentences: int = 3000, seed: int = 0) -> list[tu
     return [(f"x_0_{r}", f"x_1_{r}", f"x_0_{s}", f"x_1_{s}") for r in range(roles) for s in range(roles) if r != s]
 
 
-def test_planted_analogy_resolves_and_loss_falls(tmp_path):
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+@pytest.mark.parametrize("arch", ["skipgram", "cbow"])
+def test_planted_analogy_resolves_and_loss_falls(tmp_path, arch, kernel):
     corpus = tmp_path / "planted.txt"
     questions = _planted_corpus(corpus)
-    cfg = load_config(Word2VecConfig, None, [
+    cfg = load_config(Word2VecConfig, None, [f"word2vec.kernel={kernel}", f"word2vec.architecture={arch}",
         f"output_dir={tmp_path / 'run'}", f"data.corpus={corpus}", "num_train_epochs=15", "report_to=[]",
         "per_device_train_batch_size=4", "logging_steps=5", "save_steps=100000", "vocab.min_count=1",
         "word2vec.vector_size=16", "word2vec.window=3", "word2vec.sample=0", "word2vec.words_per_chunk=256",

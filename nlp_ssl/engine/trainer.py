@@ -351,7 +351,8 @@ class Trainer:
                 out = self.objective(batch)
                 items = torch.as_tensor(out.num_items, device=acc.device, dtype=torch.float32)
                 # Backpropagate the SUM over items; it is divided by the step's global item count below.
-                acc.backward(out.loss * items)
+                if not out.updated:
+                    acc.backward(out.loss * items)
             step_items += items
             outputs.append(out)
         # Token-weighted normalisation: sum of losses / items over all micro-batches and processes

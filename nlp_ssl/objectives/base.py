@@ -68,6 +68,9 @@ class StepOutput:
             hands them to :meth:`Objective.compute_metrics`.
         num_inputs: what throughput is counted in (input tokens, words, images); defaults to ``num_items``.
             They differ for masked LM, whose loss covers only the ~15% selected tokens of each block.
+        updated: the objective already applied this micro-batch's update inside ``forward`` (a fused
+            kernel that trains word by word, e.g. word2vec's on one CPU process): the engine does not
+            back-propagate it, and its optimizer only keeps the learning-rate schedule.
     """
 
     loss: torch.Tensor
@@ -76,6 +79,7 @@ class StepOutput:
     num_inputs: int | torch.Tensor | None = None
     predictions: torch.Tensor | None = None
     references: torch.Tensor | None = None
+    updated: bool = False
 
 
 @dataclass

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from nlp_ssl.data.word2vec_data import NoiseDistribution, keep_probabilities, radii_from_uniform, window_mask
 from nlp_ssl.models.word_vectors import WordVectors
+from nlp_ssl.objectives import word2vec_kernel
 from nlp_ssl.objectives.base import Objective, StepOutput
 from nlp_ssl.objectives.word2vec_losses import NegSamplingOutput, cbow_ns, skipgram_ns
 
@@ -61,6 +62,26 @@ class Word2VecObjectiveConfig:
     sparse_gradients: bool = True
     min_learning_rate: float = 1e-4
     row_step_cap: float | None = 4.0
+    pairs_per_noise_draw: int = 3
+    fused: bool = False
+
+
+@dataclass
+class KeptStream:
+    """The words a step trains on after subsampling (:meth:`Word2VecObjective.kept_stream`).
+
+    Attributes:
+        ids, sentence, radius: ``(N,)`` int64 kept word ids in stream order, their sentence ids (unique per
+            chunk) and dynamic window radii.
+        raw_words: corpus words behind the step.
+        kept_fraction: share of in-vocabulary tokens kept by subsampling.
+    """
+
+    ids: torch.Tensor
+    sentence: torch.Tensor
+    radius: torch.Tensor
+    raw_words: int
+    kept_fraction: torch.Tensor
 
 
 @dataclass
@@ -172,18 +193,18 @@ class Word2VecObjective(Objective):
         self.export_fn = export_fn
         # Derived from the counts, so not saved in checkpoints (persistent=False).
         self.register_buffer("keep_prob", keep_probabilities(counts, cfg.sample), persistent=False)
-        self.register_buffer("noise_cdf", NoiseDistribution(counts, cfg.ns_exponent).cdf, persistent=False)
+        noise = NoiseDistribution(counts, cfg.ns_exponent)
+        self.register_buffer("noise_cdf", noise.cdf, persistent=False)
         self.stats = _RowStats()
         self.loss_fn: Callable[..., NegSamplingOutput] = skipgram_ns if cfg.architecture == "skipgram" else cbow_ns
+        # The fused kernel draws its negatives from an alias table; its rate comes from configure_optimizer.
+        self._alias = (word2vec_kernel.alias_table(noise.probs)
+                       if cfg.fused else None)
+        self._schedule: ScheduledRate | None = None
 
     # ---------------------------------------------------------------------------------------------- step
-    def draw(self, batch: dict[str, torch.Tensor]) -> StepSample:
-        """The step's random choices: subsampling, window radii, negatives.
-
-        Drawn from the step's generator for the global batch (``per_example``), and the negative groups are
-        groups of the global kept stream (this process's part starts at the kept-token count of the
-        processes before it): one process with batch 2B draws exactly what two processes with batch B draw.
-        """
+    def kept_stream(self, batch: dict[str, torch.Tensor]) -> KeptStream:
+        """Subsampling and one dynamic window radius per kept word, drawn for the global batch (``per_example``)."""
         cfg = self.cfg
         rows, length = batch["ids"].shape
         device = batch["ids"].device
@@ -198,7 +219,21 @@ class Word2VecObjective(Objective):
         kept_at = keep.nonzero().squeeze(1)  # one nonzero for the three selections below
         radius = (radii_from_uniform(coins[:, 1].reshape(-1).index_select(0, kept_at), cfg.window)
                   if cfg.dynamic_window else torch.full_like(kept_at, cfg.window))
-        ids, sentence = ids.index_select(0, kept_at), sentence.index_select(0, kept_at)
+        kept = kept_at.shape[0] / valid.sum().clamp(min=1).float()
+        return KeptStream(ids.index_select(0, kept_at), sentence.index_select(0, kept_at), radius,
+                          int(batch["raw_words"].sum()), kept)
+
+    def draw(self, batch: dict[str, torch.Tensor]) -> StepSample:
+        """The batched path's random choices: subsampling, window radii, shared negatives.
+
+        Drawn from the step's generator for the global batch (``per_example``), and the negative groups are
+        groups of the global kept stream (this process's part starts at the kept-token count of the
+        processes before it): one process with batch 2B draws exactly what two processes with batch B draw.
+        """
+        cfg = self.cfg
+        stream = self.kept_stream(batch)
+        ids, sentence, radius = stream.ids, stream.sentence, stream.radius
+        device = ids.device
         n = ids.shape[0]
         offset, total = self._stream_position(n, device)
         # Pad in front to where this part's first group starts, and behind to whole groups; padding rows
@@ -214,8 +249,7 @@ class Word2VecObjective(Objective):
         drawn = max(math.ceil(total / cfg.negative_group), first + groups)
         u = torch.rand((drawn, cfg.shared_negatives), dtype=torch.float64, device=device, generator=self.rng)
         negatives = torch.searchsorted(self.noise_cdf, u[first:first + groups]).clamp_(max=self.noise_cdf.shape[0] - 1)
-        kept = n / valid.sum().clamp(min=1).float()
-        return StepSample(ids, n, mask, negatives, int(batch["raw_words"].sum()), kept, start=lead)
+        return StepSample(ids, n, mask, negatives, stream.raw_words, stream.kept_fraction, start=lead)
 
     def _stream_position(self, kept: int, device: torch.device) -> tuple[int, int]:
         """``(offset of this process's kept tokens in the global stream, global kept count)``."""
@@ -225,7 +259,32 @@ class Word2VecObjective(Objective):
         return int(sum(counts[:self.dist.rank])), int(sum(counts))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        if self.cfg.fused:
+            return self.fused_step(self.kept_stream(batch))
         return self.step_loss(self.draw(batch))
+
+    def fused_step(self, stream: KeptStream) -> StepOutput:
+        """Train on the stream with the fused CPU kernel: the update happens here, word by word.
+
+        In training mode (with gradients enabled) the kernel steps the tables at the scheduled rate and the
+        output says so (``updated``: no backward, the optimizer only keeps the schedule); otherwise it only
+        scores the stream. The loss of each word is taken just before its own update, as word2vec.c does.
+        """
+        cfg = self.cfg
+        seed = int(torch.randint(0, 2**62, (), generator=self.rng))
+        update = torch.is_grad_enabled() and self.training
+        rate = self._schedule.rate() if update and self._schedule is not None else 0.0
+        w_in, w_out = self.vectors.input.detach(), self.vectors.output.detach()
+        if cfg.architecture == "cbow":
+            loss, items = word2vec_kernel.cbow_step(
+                stream.ids, stream.sentence, stream.radius, w_in, w_out, self._alias, cfg.negative, rate, seed,
+                full_context_update=cfg.cbow_word2vec_update, update=update)
+        else:
+            loss, items = word2vec_kernel.skipgram_step(
+                stream.ids, stream.sentence, stream.radius, w_in, w_out, self._alias, cfg.negative, cfg.window,
+                cfg.pairs_per_noise_draw, rate, seed, update=update)
+        return StepOutput(loss=torch.tensor(loss / max(items, 1)), num_items=items, num_inputs=stream.raw_words,
+                          metrics={"kept_fraction": stream.kept_fraction}, updated=update)
 
     def step_loss(self, sample: StepSample) -> StepOutput:
         """Loss and gradients of one drawn step (see the module docstring)."""
@@ -273,12 +332,45 @@ class Word2VecObjective(Objective):
 
     # ------------------------------------------------------------------------------------------ engine
     def configure_optimizer(self, config: Any) -> torch.optim.Optimizer:
+        if self.cfg.fused:
+            self._schedule = ScheduledRate(self.vectors.parameters(), lr=config.learning_rate,
+                                           min_lr=self.cfg.min_learning_rate)
+            return self._schedule
         return RowSGD(self.vectors.parameters(), lr=config.learning_rate, min_lr=self.cfg.min_learning_rate,
                       stats=self.stats, row_step_cap=self.cfg.row_step_cap)
 
     def export(self, output_dir: Path) -> None:
         if self.export_fn is not None:
             self.export_fn(self.vectors, output_dir)
+
+
+def word2vec_rate(group: dict[str, Any], min_lr: float) -> float:
+    """The learning rate of the current step: ``min_lr + (1 - min_lr / lr_0) * lr_t``.
+
+    ``lr_t`` is what the engine's scheduler set (linear to 0 by default), so this is gensim's linear decay
+    from ``alpha`` to ``min_alpha``.
+    """
+    base = group.get("initial_lr", group["lr"])
+    return min_lr + (1.0 - min_lr / base) * group["lr"] if base > 0 else group["lr"]
+
+
+class ScheduledRate(torch.optim.Optimizer):
+    """The fused kernel's optimizer: it keeps the schedule and applies nothing.
+
+    The fused kernel updates the tables inside the forward pass, word by word (there are no gradients to
+    apply); the engine's scheduler still sets ``lr`` on this optimizer every step, and the objective reads
+    the rate it trains at from :meth:`rate`, with word2vec's per-pair meaning as in :class:`RowSGD`.
+    """
+
+    def __init__(self, params, lr: float, min_lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+        self.min_lr = float(min_lr)
+
+    def rate(self) -> float:
+        return word2vec_rate(self.param_groups[0], self.min_lr)
+
+    def step(self, closure=None):  # type: ignore[override]
+        return None
 
 
 class RowSGD(torch.optim.Optimizer):
@@ -311,8 +403,7 @@ class RowSGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         for group in self.param_groups:
-            base = group.get("initial_lr", group["lr"])
-            lr = self.min_lr + (1.0 - self.min_lr / base) * group["lr"] if base > 0 else group["lr"]
+            lr = word2vec_rate(group, self.min_lr)
             for p in group["params"]:
                 if p.grad is None:
                     continue
