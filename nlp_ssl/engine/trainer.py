@@ -181,6 +181,8 @@ class Trainer:
             raise UserError("DeepSpeed takes the optimizer step inside backward, which breaks this engine's "
                             "token-weighted normalisation over micro-batches and processes; for sharded training "
                             "use recipes/configs/accelerate/fsdp.yaml")
+        # Unwrapped once: accelerate's unwrap_model probes installed packages on every call.
+        self._unwrapped: Objective = accelerator.unwrap_model(self.objective)
         self.unwrapped.setup_distributed(DistContext(accelerator.process_index, accelerator.num_processes))
         self._rng = torch.Generator(device=accelerator.device)
         self.unwrapped.rng = self._rng
@@ -209,7 +211,7 @@ class Trainer:
 
     @property
     def unwrapped(self) -> Objective:
-        return self.accelerator.unwrap_model(self.objective)
+        return self._unwrapped
 
     def _seed_step(self, step: int, salt: int = 0) -> None:
         """Make every random draw of a step (dropout, masking, views, negatives) a function of (seed, step, rank).
@@ -219,7 +221,13 @@ class Trainer:
         """
         rank = self.accelerator.process_index
         shared = (self.config.seed * 1_000_003 + step * 1_009 + salt) % (2**63 - 1)
-        torch.manual_seed((shared + rank * 7) % (2**63 - 1))  # dropout and other local draws; also CUDA
+        local = (shared + rank * 7) % (2**63 - 1)  # dropout and other local draws
+        if self.accelerator.device.type == "cpu":
+            # torch.manual_seed would also queue a lazy CUDA seeding with a captured traceback: a
+            # millisecond per step, as long as a fast word2vec step.
+            torch.default_generator.manual_seed(local)
+        else:
+            torch.manual_seed(local)
         self._rng.manual_seed(shared)  # per-example draws: the same in every process (Objective.rng)
 
     def _batches(self) -> Iterator[Any]:
