@@ -622,7 +622,7 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             state = {"step": self.state.step, "max_steps": self.config.max_steps, "complete": complete,
-                     "epoch": self.state.epoch, "train_seconds": round(self.state.train_seconds, 2),
+                     "epoch": self.state.epoch, "train_seconds": round(self.state.train_seconds, 4),
                      "items_seen": self.state.items_seen, "inputs_seen": self.state.inputs_seen,
                      "input_unit": self.unwrapped.throughput_unit}
             write_artifact = (self.unwrapped.export if full_state is None

@@ -395,7 +395,7 @@ def _train_gensim(pipeline: Word2VecPipeline, ctx: RunContext[Word2VecConfig]) -
         export_word_vectors(keyed_vectors(words, model.wv[words], vocab.counts), vocab, folder)
 
     state = {"step": epochs, "max_steps": epochs, "complete": True, "epoch": epochs,
-             "train_seconds": round(seconds, 2), "backend": "gensim"}
+             "train_seconds": round(seconds, 4), "backend": "gensim"}
     publisher = Publisher(cfg, ctx.run_dir.root)
     try:
         write_final(ctx.run_dir.final, write_vectors, state, {},
