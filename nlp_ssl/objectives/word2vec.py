@@ -1,11 +1,18 @@
 """Skip-gram and CBOW (Mikolov et al. 2013) as an objective of the shared engine, built for throughput.
 
-Design (what a step does, and why it is fast):
+A step is a slice of the corpus, not a list of pairs: the batch is ``B`` chunks of the token stream
+(:class:`~nlp_ssl.data.word2vec_data.ChunkDataset`). The objective draws everything random from the step's
+generator (which the engine re-seeds at every step, so a resumed run draws the same numbers): the
+subsampling mask, one dynamic window radius per kept word, and the negatives. It then trains the step in
+one of two ways (``Word2VecObjectiveConfig.fused``):
 
-* **A step is a slice of the corpus**, not a list of pairs: the batch is ``B`` chunks of the token stream
-  (:class:`~nlp_ssl.data.word2vec_data.ChunkDataset`). On the device the objective draws everything random
-  from the global RNG (which the engine re-seeds at every step, so a resumed run draws the same numbers):
-  the subsampling mask, one dynamic window radius per kept centre word, and the negatives.
+**Fused** (one CPU process): the compiled kernel of :mod:`nlp_ssl.objectives.word2vec_kernel` trains word
+by word straight into the tables inside ``forward``, as word2vec.c does, with torch's threads splitting
+the stream. ``forward`` returns the loss with ``StepOutput.updated`` set, so the engine skips backward; the
+optimizer (:class:`ScheduledRate`) only carries the learning-rate schedule.
+
+**Batched** (any device, any number of processes):
+
 * **Pairs are a band, not a list.** The kept tokens form a stream of ``N`` positions; all (centre, context)
   pairs are the entries of an ``(N, 2W+1)`` mask. The input and output vectors are gathered once per
   *token* (not once per pair), the ``N (2W+1)`` dot products are one sampled matrix product
@@ -23,9 +30,10 @@ Design (what a step does, and why it is fast):
   engine averages gradients over items, the optimizer multiplies the step's item count back), the linear
   decay to ``min_learning_rate``, and a per-row step cap that keeps large steps stable (:class:`RowSGD`).
 
-The engine contract is kept: ``forward`` returns the mean loss over pairs (skip-gram) or centres (CBOW)
-with ``num_items`` and the raw corpus words behind the step as ``num_inputs`` (so ``train/words_per_sec``
-counts raw words like gensim); ``backward`` produces the gradients; ``optimizer.step`` applies them.
+Both keep the engine contract for what ``forward`` reports: the mean loss over pairs (skip-gram) or centres
+(CBOW) with ``num_items``, and the raw corpus words behind the step as ``num_inputs`` (so
+``train/words_per_sec`` counts raw words like gensim). In the batched path ``backward`` produces the
+gradients and ``optimizer.step`` applies them.
 """
 
 from __future__ import annotations
