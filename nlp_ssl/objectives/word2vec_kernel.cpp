@@ -117,21 +117,46 @@ struct Stream {
   }
 };
 
-void check_inputs(const at::Tensor& ids, const at::Tensor& sentence, const at::Tensor& radius,
-                  const at::Tensor& w_in, const at::Tensor& w_out, const at::Tensor& accept, const at::Tensor& alias) {
-  TORCH_CHECK(ids.dim() == 1 && sentence.sizes() == ids.sizes() && radius.sizes() == ids.sizes(),
-              "ids, sentence and radius must be 1-D of the same length");
-  for (const at::Tensor* t : {&ids, &sentence, &radius, &alias})
-    TORCH_CHECK(t->scalar_type() == at::kLong && t->is_contiguous() && t->device().is_cpu(),
-                "ids, sentence, radius and alias must be contiguous int64 CPU tensors");
-  TORCH_CHECK(w_in.scalar_type() == at::kFloat && w_out.scalar_type() == at::kFloat && w_in.device().is_cpu(),
-              "the tables must be float32 CPU tensors");
-  TORCH_CHECK(w_in.is_contiguous() && w_out.is_contiguous() && w_in.dim() == 2 && w_in.sizes() == w_out.sizes(),
-              "the tables must be contiguous (V, d) of the same shape");
-  TORCH_CHECK(accept.scalar_type() == at::kDouble && accept.is_contiguous() && accept.size(0) == w_in.size(0) &&
-                  alias.size(0) == w_in.size(0),
-              "the alias table must be float64 accept and int64 alias of length V");
-}
+// What both kernels read: the stream, the tables, the noise distribution's alias table and the step's key
+// and rate, checked once.
+struct StepInputs {
+  Stream stream;
+  float* U;  // input vectors (V, d)
+  float* O;  // output vectors (V, d)
+  const double* accept;
+  const int64_t* alias;
+  int64_t vocab, d;
+  uint64_t key;
+  float rate;
+
+  StepInputs(const at::Tensor& ids, const at::Tensor& sentence, const at::Tensor& radius, at::Tensor& w_in,
+             at::Tensor& w_out, const at::Tensor& accept_, const at::Tensor& alias_, double lr, int64_t seed) {
+    TORCH_CHECK(ids.dim() == 1 && sentence.sizes() == ids.sizes() && radius.sizes() == ids.sizes(),
+                "ids, sentence and radius must be 1-D of the same length");
+    for (const at::Tensor* t : {&ids, &sentence, &radius, &alias_})
+      TORCH_CHECK(t->scalar_type() == at::kLong && t->is_contiguous() && t->device().is_cpu(),
+                  "ids, sentence, radius and alias must be contiguous int64 CPU tensors");
+    TORCH_CHECK(w_in.scalar_type() == at::kFloat && w_out.scalar_type() == at::kFloat && w_in.device().is_cpu(),
+                "the tables must be float32 CPU tensors");
+    TORCH_CHECK(w_in.is_contiguous() && w_out.is_contiguous() && w_in.dim() == 2 && w_in.sizes() == w_out.sizes(),
+                "the tables must be contiguous (V, d) of the same shape");
+    TORCH_CHECK(accept_.scalar_type() == at::kDouble && accept_.is_contiguous() && accept_.size(0) == w_in.size(0) &&
+                    alias_.size(0) == w_in.size(0),
+                "the alias table must be float64 accept and int64 alias of length V");
+    stream = {ids.data_ptr<int64_t>(), sentence.data_ptr<int64_t>(), radius.data_ptr<int64_t>(), ids.size(0)};
+    U = w_in.data_ptr<float>();
+    O = w_out.data_ptr<float>();
+    accept = accept_.data_ptr<double>();
+    alias = alias_.data_ptr<int64_t>();
+    vocab = w_in.size(0);
+    d = w_in.size(1);
+    key = splitmix64(static_cast<uint64_t>(seed));
+    rate = static_cast<float>(lr);
+  }
+
+  // Noise word number `counter` of this step.
+  int64_t noise(uint64_t counter) const { return draw_noise(key, counter, accept, alias, vocab); }
+};
 
 // Loss summed over the step's terms and their count, over threads.
 struct Totals {
@@ -193,15 +218,12 @@ std::tuple<at::Tensor, at::Tensor> alias_table(const at::Tensor& probs) {
 at::Tensor cbow_step(const at::Tensor& ids, const at::Tensor& sentence, const at::Tensor& radius, at::Tensor w_in,
                      at::Tensor w_out, const at::Tensor& accept, const at::Tensor& alias, int64_t negative, double lr,
                      int64_t seed, bool full_context_update, bool update) {
-  check_inputs(ids, sentence, radius, w_in, w_out, accept, alias);
-  const Stream s{ids.data_ptr<int64_t>(), sentence.data_ptr<int64_t>(), radius.data_ptr<int64_t>(), ids.size(0)};
-  float* U = w_in.data_ptr<float>();
-  float* O = w_out.data_ptr<float>();
-  const double* A = accept.data_ptr<double>();
-  const int64_t* L = alias.data_ptr<int64_t>();
-  const int64_t vocab = w_in.size(0), d = w_in.size(1);
-  const uint64_t key = splitmix64(static_cast<uint64_t>(seed));
-  const float rate = static_cast<float>(lr);
+  const StepInputs in(ids, sentence, radius, w_in, w_out, accept, alias, lr, seed);
+  const Stream& s = in.stream;
+  float* U = in.U;
+  float* O = in.O;
+  const int64_t d = in.d;
+  const float rate = in.rate;
   Totals totals;
   at::parallel_for(0, s.n, kGrain, [&](int64_t begin, int64_t end) {
     std::vector<float> h(d), err(d);
@@ -217,7 +239,7 @@ at::Tensor cbow_step(const at::Tensor& ids, const at::Tensor& sentence, const at
       terms.clear();
       terms.add(O + word * d, 1.f, true);
       for (int64_t k = 0; k < negative; ++k) {
-        const int64_t noise = draw_noise(key, static_cast<uint64_t>(i * negative + k), A, L, vocab);
+        const int64_t noise = in.noise(static_cast<uint64_t>(i * negative + k));
         if (noise != word) terms.add(O + noise * d, 1.f, false);  // as word2vec.c: the true word is no negative
       }
       std::fill(h.begin(), h.end(), 0.f);
@@ -248,16 +270,13 @@ at::Tensor cbow_step(const at::Tensor& ids, const at::Tensor& sentence, const at
 at::Tensor skipgram_step(const at::Tensor& ids, const at::Tensor& sentence, const at::Tensor& radius, at::Tensor w_in,
                          at::Tensor w_out, const at::Tensor& accept, const at::Tensor& alias, int64_t negative,
                          int64_t window, int64_t pairs_per_draw, double lr, int64_t seed, bool update) {
-  check_inputs(ids, sentence, radius, w_in, w_out, accept, alias);
   TORCH_CHECK(pairs_per_draw >= 1 && window >= 1, "pairs_per_draw and window must be >= 1");
-  const Stream s{ids.data_ptr<int64_t>(), sentence.data_ptr<int64_t>(), radius.data_ptr<int64_t>(), ids.size(0)};
-  float* U = w_in.data_ptr<float>();
-  float* O = w_out.data_ptr<float>();
-  const double* A = accept.data_ptr<double>();
-  const int64_t* L = alias.data_ptr<int64_t>();
-  const int64_t vocab = w_in.size(0), d = w_in.size(1);
-  const uint64_t key = splitmix64(static_cast<uint64_t>(seed));
-  const float rate = static_cast<float>(lr);
+  const StepInputs in(ids, sentence, radius, w_in, w_out, accept, alias, lr, seed);
+  const Stream& s = in.stream;
+  float* U = in.U;
+  float* O = in.O;
+  const int64_t d = in.d;
+  const float rate = in.rate;
   Totals totals;
   at::parallel_for(0, s.n, kGrain, [&](int64_t begin, int64_t end) {
     std::vector<float> err(d);
@@ -278,7 +297,7 @@ at::Tensor skipgram_step(const at::Tensor& ids, const at::Tensor& sentence, cons
       const int64_t draws = negative * ((pairs + pairs_per_draw - 1) / pairs_per_draw);
       const float weight = static_cast<float>(pairs * negative) / static_cast<float>(draws);
       for (int64_t k = 0; k < draws; ++k)
-        terms.add(O + draw_noise(key, static_cast<uint64_t>(t * negative * 2 * window + k), A, L, vocab) * d, weight,
+        terms.add(O + in.noise(static_cast<uint64_t>(t * negative * 2 * window + k)) * d, weight,
                   false);
       float* u = U + s.ids[t] * d;
       std::fill(err.begin(), err.end(), 0.f);
