@@ -3,6 +3,7 @@
     python scripts/bench_word2vec.py                      # skip-gram, 2 threads, all embedded corpora, 5 epochs
     python scripts/bench_word2vec.py --arch both --repeats 2 --json bench_word2vec.json
     python scripts/bench_word2vec.py --sides gensim fused # leave the batched torch path out
+    python scripts/bench_word2vec.py --corpus gcide.jsonl --epochs 3   # another corpus (scripts/gcide_corpus.py)
 
 Sides: ``gensim``; ``fused``, the torch backend with the fused CPU kernel (``word2vec.kernel=fused``, what
 ``auto`` picks on one CPU process); ``batched``, the torch backend's batched steps (``word2vec.kernel=torch``,
@@ -10,7 +11,7 @@ the path for GPUs and several processes).
 
 Corpus: the largest text that installs offline: every split of every embedded corpus (PTB, BBC News,
 Shakespeare, the gensim Wikipedia sample and the Lee corpus; about 3.3M words), one document per example,
-lower-cased white-space tokens, min_count 5.
+lower-cased white-space tokens, min_count 5; or any corpus the recipes read (``--corpus``).
 Both backends train through ``recipes/word2vec.py``'s pipeline (same vocabulary, subsampling table and
 noise distribution; the torch backend through the shared engine) with ``torch.set_num_threads(T)`` and
 gensim ``workers=T``. Words/s counts raw corpus words (out-of-vocabulary tokens included, as gensim's
@@ -62,7 +63,7 @@ SIDES = {"gensim": ("gensim", None), "fused": ("torch", "fused"), "batched": ("t
 BATCHED_CHUNKS_PER_STEP = {"cbow": 8}
 
 
-def config(side: str, arch: str, corpus: Path, output: Path, args: argparse.Namespace) -> Word2VecConfig:
+def config(side: str, arch: str, corpus: Path | str, output: Path, args: argparse.Namespace) -> Word2VecConfig:
     backend, kernel = SIDES[side]
     overrides = [
         f"output_dir={output}", "overwrite_output_dir=true", f"data.corpus={corpus}", f"num_train_epochs={args.epochs}",
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternate the backends this many times (median)")
     parser.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES),
                         help="what to run (default: all; gensim is always the reference)")
+    parser.add_argument("--corpus", help="a corpus file or name instead of every embedded corpus")
     parser.add_argument("--json", help="write all figures to this file")
     parser.add_argument("override", nargs="*", help="extra key=value config overrides for both backends")
     args = parser.parse_args()
@@ -114,7 +116,7 @@ def main() -> None:
     results: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_w2v_") as tmp:
         tmp_path = Path(tmp)
-        corpus = write_corpus(tmp_path)
+        corpus = args.corpus or write_corpus(tmp_path)
         for arch in archs:
             results[arch] = {side: [] for side in sides}
             for repeat in range(args.repeats):
@@ -130,7 +132,8 @@ def main() -> None:
                           f"{_pct(row['analogy_accuracy'])}, WS353 {_num(row['wordsim353_spearman'])}", flush=True)
 
     print()
-    print(f"word2vec benchmark: all embedded corpora ({results[archs[0]]['gensim'][0]['raw_words']:,} words), {args.epochs} "
+    source = args.corpus or "all embedded corpora"
+    print(f"word2vec benchmark: {source} ({results[archs[0]]['gensim'][0]['raw_words']:,} words), {args.epochs} "
           f"epochs, 100-d, window 5, 5 negatives, sample 1e-3, {args.threads} threads each, median of {args.repeats}")
     header = f"{'model':<10} {'backend':<7} {'words/s':>10} {'vs gensim':>9} {'analogy (covered)':>24} {'WS353':>7} {'SimLex':>7}"
     print(header)

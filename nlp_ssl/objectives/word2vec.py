@@ -206,8 +206,7 @@ class Word2VecObjective(Objective):
         self.stats = _RowStats()
         self.loss_fn: Callable[..., NegSamplingOutput] = skipgram_ns if cfg.architecture == "skipgram" else cbow_ns
         # The fused kernel draws its negatives from an alias table; its rate comes from configure_optimizer.
-        self._alias = (word2vec_kernel.alias_table(noise.probs)
-                       if cfg.fused else None)
+        self._alias = word2vec_kernel.alias_table(noise.probs) if cfg.fused else None
         self._schedule: ScheduledRate | None = None
 
     # ---------------------------------------------------------------------------------------------- step
