@@ -196,6 +196,8 @@ def test_fused_objective_trains_in_forward_and_evaluation_changes_nothing(arch):
 
 
 def test_kernel_choice():
+    word2vec_kernel.load_kernel()
+    assert not word2vec_kernel.needs_build()  # built and cached: no "building" message on the next run
     assert use_fused_kernel("torch", True) is False
     assert use_fused_kernel("auto", False) is False
     assert use_fused_kernel("auto", True) is True

@@ -43,6 +43,22 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
 
 
+def _name() -> str:
+    return f"nlp_ssl_word2vec_{_cpu_fingerprint()}"
+
+
+def needs_build() -> bool:
+    """Whether :func:`load_kernel` will compile (no build in the cache, or one older than the source)."""
+    from torch.utils import cpp_extension
+
+    try:  # a private helper of torch's; without it, say nothing rather than guess
+        folder = Path(cpp_extension._get_build_directory(_name(), verbose=False))
+    except Exception:  # noqa: BLE001
+        return False
+    built = folder / f"{_name()}.so"
+    return not built.is_file() or built.stat().st_mtime < SOURCE.stat().st_mtime
+
+
 @functools.lru_cache(maxsize=None)
 def load_kernel() -> Any:
     """Build (once per machine) and load the kernels; returns the ``torch.ops.nlp_ssl_word2vec`` namespace.
@@ -58,7 +74,7 @@ def load_kernel() -> Any:
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
     try:
-        cpp_extension.load(name=f"nlp_ssl_word2vec_{_cpu_fingerprint()}", sources=[str(SOURCE)],
+        cpp_extension.load(name=_name(), sources=[str(SOURCE)],
                            extra_cflags=FLAGS, is_python_module=False, verbose=False)
     except Exception as err:  # noqa: BLE001 - any build failure means: use the torch path
         first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)

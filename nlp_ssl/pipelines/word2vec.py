@@ -133,6 +133,8 @@ def use_fused_kernel(kernel: str, single_cpu_process: bool, say: Callable[[str],
                         "processes set word2vec.kernel=torch (or auto)")
     if not single_cpu_process:
         return False
+    if word2vec_kernel.needs_build():
+        say("building the fused word2vec kernel for this machine (once, about 10 s)")
     try:
         word2vec_kernel.load_kernel()
     except word2vec_kernel.KernelUnavailable as err:
