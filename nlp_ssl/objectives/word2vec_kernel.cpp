@@ -220,10 +220,7 @@ at::Tensor cbow_step(const at::Tensor& ids, const at::Tensor& sentence, const at
                      int64_t seed, bool full_context_update, bool update) {
   const StepInputs in(ids, sentence, radius, w_in, w_out, accept, alias, lr, seed);
   const Stream& s = in.stream;
-  float* U = in.U;
-  float* O = in.O;
   const int64_t d = in.d;
-  const float rate = in.rate;
   Totals totals;
   at::parallel_for(0, s.n, kGrain, [&](int64_t begin, int64_t end) {
     std::vector<float> h(d), err(d);
@@ -237,22 +234,22 @@ at::Tensor cbow_step(const at::Tensor& ids, const at::Tensor& sentence, const at
       if (count == 0) continue;
       const int64_t word = s.ids[i];
       terms.clear();
-      terms.add(O + word * d, 1.f, true);
+      terms.add(in.O + word * d, 1.f, true);
       for (int64_t k = 0; k < negative; ++k) {
         const int64_t noise = in.noise(static_cast<uint64_t>(i * negative + k));
-        if (noise != word) terms.add(O + noise * d, 1.f, false);  // as word2vec.c: the true word is no negative
+        if (noise != word) terms.add(in.O + noise * d, 1.f, false);  // as word2vec.c: the true word is no negative
       }
       std::fill(h.begin(), h.end(), 0.f);
       std::fill(err.begin(), err.end(), 0.f);
       for (int64_t t = lo; t <= hi; ++t)
-        if (t != i) axpy(1.f, U + s.ids[t] * d, h.data(), d);
+        if (t != i) axpy(1.f, in.U + s.ids[t] * d, h.data(), d);
       const float inv = 1.f / static_cast<float>(count);
       for (int64_t j = 0; j < d; ++j) h[j] *= inv;
-      loss += terms.train(h.data(), rate, update, err.data());
+      loss += terms.train(h.data(), in.rate, update, err.data());
       if (update) {
         const float share = full_context_update ? 1.f : inv;
         for (int64_t t = lo; t <= hi; ++t)
-          if (t != i) axpy(share, err.data(), U + s.ids[t] * d, d);
+          if (t != i) axpy(share, err.data(), in.U + s.ids[t] * d, d);
       }
       ++items;
     }
@@ -273,10 +270,7 @@ at::Tensor skipgram_step(const at::Tensor& ids, const at::Tensor& sentence, cons
   TORCH_CHECK(pairs_per_draw >= 1 && window >= 1, "pairs_per_draw and window must be >= 1");
   const StepInputs in(ids, sentence, radius, w_in, w_out, accept, alias, lr, seed);
   const Stream& s = in.stream;
-  float* U = in.U;
-  float* O = in.O;
   const int64_t d = in.d;
-  const float rate = in.rate;
   Totals totals;
   at::parallel_for(0, s.n, kGrain, [&](int64_t begin, int64_t end) {
     std::vector<float> err(d);
@@ -290,18 +284,18 @@ at::Tensor skipgram_step(const at::Tensor& ids, const at::Tensor& sentence, cons
       for (int64_t i = lo; i <= hi; ++i) {
         // t is a context of centre i when it is within i's radius, in i's sentence
         if (i == t || s.sentence[i] != s.sentence[t] || std::abs(i - t) > s.radius[i]) continue;
-        terms.add(O + s.ids[i] * d, 1.f, true);
+        terms.add(in.O + s.ids[i] * d, 1.f, true);
         ++pairs;
       }
       if (pairs == 0) continue;
       const int64_t draws = negative * ((pairs + pairs_per_draw - 1) / pairs_per_draw);
       const float weight = static_cast<float>(pairs * negative) / static_cast<float>(draws);
       for (int64_t k = 0; k < draws; ++k)
-        terms.add(O + in.noise(static_cast<uint64_t>(t * negative * 2 * window + k)) * d, weight,
+        terms.add(in.O + in.noise(static_cast<uint64_t>(t * negative * 2 * window + k)) * d, weight,
                   false);
-      float* u = U + s.ids[t] * d;
+      float* u = in.U + s.ids[t] * d;
       std::fill(err.begin(), err.end(), 0.f);
-      loss += terms.train(u, rate, update, err.data());
+      loss += terms.train(u, in.rate, update, err.data());
       if (update) axpy(1.f, err.data(), u, d);
       items += pairs;
     }
