@@ -82,8 +82,9 @@ class Word2VecSection:
             it builds, else ``torch``.
         pairs_per_noise_draw: fused skip-gram: an input word draws ``negative`` noise words for every this
             many of its (centre, context) pairs, weighted to keep word2vec's loss in expectation. 1 draws
-            as many as word2vec.c (one set per pair); 3 (default) measured 2.5x faster at the same analogy
-            accuracy in ``scripts/bench_word2vec.py``; larger is faster and noisier.
+            as many as word2vec.c (one set per pair); 3 (default) measured about 1.8x faster than 1, with
+            analogy accuracy at gensim's on the benchmark corpus but 1.4 points under 1 there and 0.9 under
+            it on GCIDE (README, Performance); larger is faster and noisier.
     """
 
     backend: Literal["torch", "gensim"] = "torch"
