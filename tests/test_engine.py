@@ -15,7 +15,7 @@ from torch import nn
 
 from nlp_ssl.config import TrainingConfig
 from nlp_ssl.distributed import LOCAL, DistContext
-from nlp_ssl.engine.run_dir import RunDirectory
+from nlp_ssl.engine.run_dir import MARKER, RunDirectory
 from nlp_ssl.engine.trainer import Trainer, make_accelerator
 from nlp_ssl.errors import UserError
 from nlp_ssl.objectives.base import Objective, StepOutput
@@ -105,6 +105,19 @@ def test_finished_run_is_not_overwritten(tmp_path):
         RunDirectory(tmp_path / "d", {"max_steps": 8, "seed": 3}, False).check()
     replacing = RunDirectory(tmp_path / "d", {"max_steps": 8, "seed": 3}, True)
     assert replacing.check() is None and replacing.replace
+
+
+def test_a_folder_whose_run_is_starting_is_not_refused(tmp_path):
+    """Another process of the same launch may look while the main process holds the lock and is writing the
+    marker (a temporary file until its rename): that is a run starting, not a foreign folder."""
+    root = tmp_path / "starting"
+    root.mkdir()
+    (root / ".lock").write_text("{}")
+    (root / f".{MARKER}.tmp-abc123").write_text("")  # the name atomic_write_text gives its temporary file
+    assert RunDirectory(root, {"max_steps": 8}, False).check() is None
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not an nlp_ssl run folder"):
+        RunDirectory(root, {"max_steps": 8}, False).check()
 
 
 @pytest.mark.parametrize("padded", [True, False])

@@ -176,6 +176,9 @@ def run(pipeline: Pipeline[C], cfg: C) -> RunOutcome:
         if accelerator.is_main_process:
             print(pipeline.summary(ctx, outcome))
         return outcome
+    # Every process has read the folder before the main process writes to it: a process that looked later
+    # would see the marker half-written (a temporary file next to the lock) and refuse the folder.
+    accelerator.wait_for_everyone()
     lock = RunLock(run_dir.root)
     try:
         if accelerator.is_main_process:

@@ -136,8 +136,8 @@ class RunDirectory:
             return None
         if not self.root.is_dir():
             raise UserError(f"output_dir {self.root} is a file, not a folder; choose another output_dir")
-        if not any(p.name != ".lock" for p in self.root.iterdir()):
-            return None  # empty, or only the lock of a run that is starting (the lock decides)
+        if all(p.name == ".lock" or p.name.startswith(f".{MARKER}.tmp-") for p in self.root.iterdir()):
+            return None  # empty, or a run that is starting: its lock and its marker being written (the lock decides)
         if not self.is_run_folder():
             entries = sorted(p.name for p in self.root.iterdir())
             raise UserError(f"{self.root} exists and is not an nlp_ssl run folder (it holds {', '.join(entries[:3])}"
