@@ -15,7 +15,8 @@ import pytest
 from gensim.models import KeyedVectors
 
 from nlp_ssl.config import load_config
-from nlp_ssl.pipelines.word2vec import Word2VecConfig
+from nlp_ssl.errors import UserError
+from nlp_ssl.pipelines.word2vec import Word2VecConfig, Word2VecPipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "word2vec.py"
@@ -67,6 +68,16 @@ def test_bad_keys_are_user_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _recipe_main()(["--config", str(CONFIGS / "debug_gensim.yaml"), "num_train_epochs=1.5"])
     assert "whole epochs" in capsys.readouterr().err
+
+
+def test_gensim_backend_refuses_several_processes(tmp_path, monkeypatch):
+    cfg = load_config(Word2VecConfig, CONFIGS / "debug_gensim.yaml", [f"output_dir={tmp_path / 'run'}"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match=r"backend=gensim trains in one process .* 2 processes were launched.*"
+                                        r"word2vec.backend=torch") as error:
+        Word2VecPipeline().prepare_inputs(cfg)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()
 
 
 def _check_final(final: Path) -> dict:

@@ -227,6 +227,13 @@ class Word2VecPipeline(Pipeline[Word2VecConfig]):
     """Corpus -> vocabulary -> id stream -> skip-gram / CBOW (engine or gensim) -> vectors + intrinsic eval."""
 
     def prepare_inputs(self, cfg: Word2VecConfig) -> Word2VecInputs:
+        # The launcher's WORLD_SIZE is read here because max_steps must be known before the run folder is checked.
+        world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+        if cfg.word2vec.backend == "gensim" and world > 1:
+            # Every process would train, write final/ and publish on its own.
+            raise UserError(f"word2vec.backend=gensim trains in one process (with word2vec.workers threads), but "
+                            f"{world} processes were launched; launch it as one process (plain python or "
+                            f"accelerate launch --num_processes 1), or set word2vec.backend=torch for several")
         corpus = load_corpus(cfg.data)
         train = corpus["train"]
         vocab = build_vocabulary(_texts(train), cfg.vocab, source=f"corpus {cfg.data.corpus}")
@@ -235,9 +242,7 @@ class Word2VecPipeline(Pipeline[Word2VecConfig]):
             # For gensim a "step" is an epoch: what trainer_state.json and reruns count.
             cfg.max_steps = int(cfg.num_train_epochs)  # type: ignore[arg-type]  (validated: an integer)
             return Word2VecInputs(vocab, encoded, None)
-        # Every process takes its own batches, so an epoch is a multiple of the global batch. The launcher's
-        # WORLD_SIZE is read here because max_steps must be known before the run folder is checked.
-        world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+        # Every process takes its own batches, so an epoch is a multiple of the global batch.
         dataset = ChunkDataset(encoded, cfg.word2vec.words_per_chunk, cfg.per_device_train_batch_size * world)
         if cfg.num_train_epochs is not None:
             # Derived before the run folder is checked, so config.yaml records the steps the run takes.
