@@ -459,12 +459,15 @@ def _finetune_task(run: _Run, root: Path) -> TaskOutcome:
             atomic_write_text(tmp / "finetune_result.json", to_json(summary))
         atomic_write_text(root / "results.md", task_markdown(summary))
         atomic_write_text(root / "results.json", to_json(summary))
+    # The other processes wait for the files only, not for the upload (which nothing after it reads): a long
+    # push does not hold them at this barrier until the process group's timeout.
+    state.wait_for_everyone()
+    if state.is_main_process:
         publisher = Publisher(cfg, root)  # hub_model_id defaults to the task folder's name
         try:
             publisher.on_final(root / "final")
         finally:
             publisher.close()
-    state.wait_for_everyone()
     return TaskOutcome(run.spec.name, root, summary)
 
 
