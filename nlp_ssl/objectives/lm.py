@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nlp_ssl.objectives.base import Objective, StepOutput, model_state
+from nlp_ssl.objectives.linear_cross_entropy import linear_cross_entropy
 from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens, masking_noise
 
 
@@ -85,6 +86,11 @@ class MaskedLMObjective(Objective):
     def eval_summary(self, totals: dict[str, float]) -> dict[str, float]:
         return {"perplexity": float(torch.exp(torch.tensor(min(totals["loss"], 50.0))))}
 
+    def compiled_modules(self) -> list[nn.Module]:
+        # The encoder body is called directly (the head runs on the selected positions only): compiling the
+        # whole model would leave the call that runs uncompiled.
+        return [self.model.base_model] if self.head_path else [self.model]
+
     def flops_per_input(self) -> float | None:
         return _transformer_flops_per_token(self.model, self.masking.mlm_probability, getattr(self, "seq_len", 0))
 
@@ -111,7 +117,21 @@ class CausalLMObjective(Objective):
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         self.seq_len = input_ids.shape[1]
         mask_arg = attention_mask if _padded(batch) else None
-        logits = self.model(input_ids=input_ids, attention_mask=mask_arg).logits
+        split = plain_head(self.model)
+        if split is not None:
+            decoder, head = split
+            hidden = decoder(input_ids=input_ids, attention_mask=mask_arg, use_cache=False).last_hidden_state
+            if _fp32_without_autocast(hidden, head.weight):
+                # The head and the loss in one pass over row chunks: the [B, T, V] logits never exist whole.
+                targets = next_token_targets(input_ids, attention_mask)
+                loss, count, hits = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head,
+                                                         targets.reshape(-1))
+                num_items = count if mask_arg is not None else targets.numel() - targets.shape[0]
+                metrics = {} if self.training else {"accuracy": (hits / count.clamp(min=1)).float()}
+                return StepOutput(loss=loss, num_items=num_items, metrics=metrics, num_inputs=attention_mask.sum())
+            logits = head(hidden)
+        else:
+            logits = self.model(input_ids=input_ids, attention_mask=mask_arg).logits
         # Next-token accuracy costs one more pass over the [B, T, V] logits (an argmax), the step's largest
         # tensor: it is measured on held-out text only.
         loss, count, correct = causal_lm_loss(logits, input_ids, attention_mask, padded=mask_arg is not None,
@@ -121,6 +141,10 @@ class CausalLMObjective(Objective):
 
     def eval_summary(self, totals: dict[str, float]) -> dict[str, float]:
         return {"perplexity": float(torch.exp(torch.tensor(min(totals["loss"], 50.0))))}
+
+    def compiled_modules(self) -> list[nn.Module]:
+        # The decoder body is called directly where the head is fused into the loss.
+        return [self.model.base_model] if plain_head(self.model) is not None else [self.model]
 
     def flops_per_input(self) -> float | None:
         return _transformer_flops_per_token(self.model, 1.0, getattr(self, "seq_len", 0))
@@ -150,6 +174,34 @@ def _padded(batch: dict[str, Any]) -> bool:
     return bool(batch["attention_mask"].min() == 0) if flag is None else bool(flag)
 
 
+# Decoders whose logits are exactly ``get_output_embeddings()(base_model(...).last_hidden_state)``: no logit
+# scaling or soft-capping after the head (Gemma's, Cohere's) that a fused head + loss would skip.
+_PLAIN_HEAD_DECODERS = frozenset({"gpt2", "llama", "mistral", "qwen2"})
+
+
+def plain_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
+    """``(decoder body, output projection)`` of a causal LM whose logits are the projection of the body's final
+    states, or ``None`` (other architectures are called whole)."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in _PLAIN_HEAD_DECODERS:
+        return None
+    head = model.get_output_embeddings()
+    return (model.base_model, head) if type(head) is nn.Linear else None
+
+
+def _fp32_without_autocast(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The fused head + loss accumulates in the inputs' dtype: used for fp32 training (mixed precision keeps the
+    unfused path, whose loss runs in fp32)."""
+    return (hidden.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled(hidden.device.type))
+
+
+def next_token_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` targets: token t+1 at position t, -100 at the last position and where the target is padding."""
+    targets = torch.full_like(input_ids, -100)
+    targets[:, :-1] = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+    return targets
+
+
 def causal_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    padded: bool | None = None, with_accuracy: bool = True
                    ) -> tuple[torch.Tensor, int | torch.Tensor, torch.Tensor | None]:
@@ -170,9 +222,7 @@ def causal_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask
     # valid ones with a mask) copies the largest tensor of the step and scatters its gradient back. Here the
     # logits stay a view and the last position's target (and padding) is ignored.
     batch, length, vocab = logits.shape
-    targets = torch.full_like(input_ids, -100)
-    targets[:, :-1] = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-    flat_targets = targets.reshape(-1)
+    flat_targets = next_token_targets(input_ids, attention_mask).reshape(-1)
     loss = F.cross_entropy(logits.reshape(-1, vocab).float(), flat_targets, ignore_index=-100)
     valid = flat_targets != -100
     if padded is None:
