@@ -20,6 +20,10 @@ DEFAULT_CHUNK_SIZE = 256  # rows: 256 x 8k fp32 logits (8 MiB) stay in a server 
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
+    """Forward: ``hidden [N, H]``, ``weight [V, H]``, ``bias [V] | None``, ``targets [N]`` -> ``(mean loss, count,
+    hits)``; the gradients of the mean loss are taken during forward and only scaled by the upstream gradient
+    in backward."""
+
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
                 chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
