@@ -96,3 +96,23 @@ def test_only_heads_known_to_be_plain_projections_are_fused():
                                       intermediate_size=32))
     assert plain_head(bert) is None
     assert plain_head(nn.Linear(2, 2)) is None
+
+
+def test_torch_compile_targets_the_body_the_objectives_call():
+    """Both LM objectives call ``model.base_model`` directly (fused or sparse head): that is what gets compiled."""
+    from nlp_ssl.objectives.lm import MaskedLMObjective
+    from nlp_ssl.objectives.masking import MaskingConfig
+
+    gpt2 = _gpt2()
+    assert CausalLMObjective(gpt2, tokenizer=None).compiled_modules() == [gpt2.transformer]
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {token: index for index, token in enumerate(specials + list("abcdefgh"))}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="[UNK]")),
+                                        pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                        mask_token="[MASK]")
+    bert = BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=32))
+    assert MaskedLMObjective(bert, tokenizer, MaskingConfig()).compiled_modules() == [bert.bert]
