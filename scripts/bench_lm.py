@@ -4,11 +4,11 @@ Both sides train the same small model (same config, same initial weights from th
 packed blocks of the same corpus, with the same optimizer settings and LR schedule, in fp32, for the same
 number of optimizer steps, in ONE process, so that machine load and thread settings hit both alike:
 
-    --kind masked (default): BERT with masked LM
+    --kind masked (default): the ``mlm`` recipe's default encoder (ModernBERT, pre-LN, rotary positions) with masked LM
         (a) engine:  nlp_ssl's Trainer + MaskedLMObjective, built the way ``recipes/mlm.py`` builds them
                      (masking on the device, LM head only on the selected positions);
         (b) Trainer: ``transformers.Trainer`` + ``DataCollatorForLanguageModeling`` (mlm_probability 0.15) on
-                     ``BertForMaskedLM``, configured the plain way (no eval, no saving, default logging).
+                     the same ``ModernBertForMaskedLM``, configured the plain way (no eval, no saving, default logging).
     --kind causal: GPT-2 with next-token prediction
         (a) engine:  Trainer + CausalLMObjective, as ``recipes/clm.py`` builds them;
         (b) Trainer: ``transformers.Trainer`` + ``DataCollatorForLanguageModeling(mlm=False)`` on ``GPT2LMHeadModel``.
@@ -23,7 +23,7 @@ on a GPU) and model-FLOPs utilisation against the peak this machine measures (a 
 here, not a constant). The loss of each side over the last quarter of the timed steps, and a held-out loss
 measured the same way for both trained models, show that both learn the same.
 
-    python scripts/bench_lm.py                       # defaults: 4 x 256 BERT, seq 128, batch 32, vocab 8k
+    python scripts/bench_lm.py                       # defaults: 4 x 256 ModernBERT, seq 128, batch 32, vocab 8k
     python scripts/bench_lm.py --kind causal --repeats 3
     python scripts/bench_lm.py --compile             # the engine with torch_compile: true
     python scripts/bench_lm.py --only engine --profile 8   # where the engine's time goes (torch.profiler)
@@ -99,7 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="recipe config whose optimizer, schedule (and masking) settings both sides use "
                         "(default: recipes/configs/mlm/default.yaml, or clm/default.yaml with --kind causal)")
     p.add_argument("--only", choices=["engine", "trainer"], default=None, help="run one side only (profiling)")
-    p.add_argument("--kind", choices=["masked", "causal"], default="masked", help="masked LM (BERT) or causal LM (GPT-2)")
+    p.add_argument("--kind", choices=["masked", "causal"], default="masked",
+                   help="masked LM (the mlm recipe's ModernBERT) or causal LM (GPT-2)")
     p.add_argument("--compile", action="store_true", help="the engine side with torch_compile: true")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="after the runs, profile this many engine steps with torch.profiler and print the table")
@@ -485,10 +486,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     setup = build_setup(args)
     cfg = setup.cfg
-    n_params = sum(p.numel() for p in fresh_model(setup).parameters())
+    model = fresh_model(setup)
+    n_params, model_name = sum(p.numel() for p in model.parameters()), type(model).__name__
+    del model  # not held through the runs: peak memory is theirs
     print(f"setup {time.perf_counter() - t0:.1f}s: {cfg.data.corpus}, {setup.train.num_tokens:,} train tokens in "
           f"{len(setup.train):,} blocks of {cfg.data.block_size}; vocab {len(setup.tokenizer):,}; "
-          f"{'GPT-2' if setup.kind == 'causal' else 'BERT'} "
+          f"{model_name} "
           f"{cfg.model.num_hidden_layers} x {cfg.model.hidden_size} ({cfg.model.num_attention_heads} heads, ffn "
           f"{cfg.model.intermediate_size}, dropout {cfg.model.hidden_dropout_prob:g}), {n_params / 1e6:.2f}M params; "
           f"batch {cfg.per_device_train_batch_size}; "

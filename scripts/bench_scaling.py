@@ -1,7 +1,7 @@
 """How the engine's throughput scales with model width and sequence length on this machine, and what the GPU
 configs should reach on paper.
 
-For each hidden size and sequence length: the engine trains the masked-LM BERT (4 layers, 4 x hidden
+For each hidden size and sequence length: the engine trains the masked-LM ModernBERT of ``mlm/default.yaml`` (4 layers, 4 x hidden
 feed-forward, heads of 64) on packed PTB blocks for ``--steps`` timed steps after ``--warmup-steps``, and the
 table gives tokens/s and model-FLOPs utilisation against this machine's measured fp32 matmul peak. Batch
 sizes keep tokens per step constant (``--tokens-per-step``), so rows differ in the model only.
