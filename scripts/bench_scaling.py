@@ -69,7 +69,8 @@ def on_paper(args: argparse.Namespace) -> list[dict[str, Any]]:
             def __len__(self) -> int:
                 return vocab
 
-        model = build_lm(kind, cfg.model, _Vocab(), cfg.data.block_size)
+        with torch.device("meta"):  # shapes only: no memory, no weight initialisation (GPT-2 small is 124M)
+            model = build_lm(kind, cfg.model, _Vocab(), cfg.data.block_size)
         head = cfg.mlm.mlm_probability if kind == "masked" else 1.0
         flops = _transformer_flops_per_token(model, head, cfg.data.block_size)
         params = sum(p.numel() for p in model.parameters())

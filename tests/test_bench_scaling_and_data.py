@@ -44,15 +44,21 @@ def test_bench_scaling_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_data_smoke(tmp_path: Path) -> None:
+    from nlp_ssl.data.builtin import load_builtin_corpus
+
+    # A slice of the real PTB text as a local file (the bench reads local files as users' corpora do).
+    corpus = tmp_path / "ptb-slice.txt"
+    corpus.write_text("\n".join(load_builtin_corpus("ptb")["train"][:4000]["text"]) + "\n", encoding="utf-8")
     out = tmp_path / "data.json"
-    proc = _run("bench_data.py", ["--repeats", "1", "--vocab-size", "500", "--json", str(out)], tmp_path)
+    proc = _run("bench_data.py", ["--corpus", str(corpus), "--repeats", "1", "--vocab-size", "500",
+                                  "--json", str(out)], tmp_path)
     assert "nlp_ssl / run_mlm tokens/s" in proc.stdout
     report = json.loads(out.read_text())
     ours, theirs = report["nlp_ssl"], report["run_mlm"]
-    assert report["vocab"] == 500 and report["block_size"] == 128
+    assert report["vocab"] == 500 and report["block_size"] == 128 and report["examples"] == 4000
     # group_texts drops each map batch's remainder; this toolkit pads the last block and keeps every token.
     assert ours["tokens"] > theirs["tokens"] > 0
     for side in (ours, theirs):
         assert side["tokens_per_sec"] > 0 and side["second_run_seconds"] >= 0
     assert report["ratio"] == pytest.approx(ours["tokens_per_sec"] / theirs["tokens_per_sec"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "ptb-slice.txt"]
