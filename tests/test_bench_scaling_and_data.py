@@ -59,6 +59,6 @@ def test_bench_data_smoke(tmp_path: Path) -> None:
     # group_texts drops each map batch's remainder; this toolkit pads the last block and keeps every token.
     assert ours["tokens"] > theirs["tokens"] > 0
     for side in (ours, theirs):
-        assert side["tokens_per_sec"] > 0 and side["second_run_seconds"] >= 0
+        assert side["tokens_per_sec"] > 0 and isinstance(side["second_run_seconds"], float)  # reported
     assert report["ratio"] == pytest.approx(ours["tokens_per_sec"] / theirs["tokens_per_sec"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "ptb-slice.txt"]

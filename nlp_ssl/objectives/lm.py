@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nlp_ssl.objectives.base import Objective, StepOutput, model_state
-from nlp_ssl.objectives.linear_cross_entropy import linear_cross_entropy
+from nlp_ssl.objectives.linear_cross_entropy import IGNORE_INDEX, linear_cross_entropy
 from nlp_ssl.objectives.masking import MaskingConfig, mask_tokens, masking_noise
 
 
@@ -112,14 +112,15 @@ class CausalLMObjective(Objective):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
+        # (body, head) when the head can be fused into the loss; a tuple, so no module is registered twice.
+        self.body_and_head = plain_head(model)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         self.seq_len = input_ids.shape[1]
         mask_arg = attention_mask if _padded(batch) else None
-        split = plain_head(self.model)
-        if split is not None:
-            decoder, head = split
+        if self.body_and_head is not None:
+            decoder, head = self.body_and_head
             hidden = decoder(input_ids=input_ids, attention_mask=mask_arg, use_cache=False).last_hidden_state
             if _fp32_without_autocast(hidden, head.weight):
                 # The head and the loss in one pass over row chunks: the [B, T, V] logits never exist whole.
@@ -144,7 +145,7 @@ class CausalLMObjective(Objective):
 
     def compiled_modules(self) -> list[nn.Module]:
         # The decoder body is called directly where the head is fused into the loss.
-        return [self.model.base_model] if plain_head(self.model) is not None else [self.model]
+        return [self.body_and_head[0]] if self.body_and_head is not None else [self.model]
 
     def flops_per_input(self) -> float | None:
         return _transformer_flops_per_token(self.model, 1.0, getattr(self, "seq_len", 0))
@@ -196,9 +197,10 @@ def _fp32_without_autocast(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def next_token_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``[B, T]`` targets: token t+1 at position t, -100 at the last position and where the target is padding."""
-    targets = torch.full_like(input_ids, -100)
-    targets[:, :-1] = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+    """``[B, T]`` targets: token t+1 at position t, ``IGNORE_INDEX`` (-100) at the last position and where the
+    target is padding."""
+    targets = torch.full_like(input_ids, IGNORE_INDEX)
+    targets[:, :-1] = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
     return targets
 
 
@@ -223,8 +225,8 @@ def causal_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask
     # logits stay a view and the last position's target (and padding) is ignored.
     batch, length, vocab = logits.shape
     flat_targets = next_token_targets(input_ids, attention_mask).reshape(-1)
-    loss = F.cross_entropy(logits.reshape(-1, vocab).float(), flat_targets, ignore_index=-100)
-    valid = flat_targets != -100
+    loss = F.cross_entropy(logits.reshape(-1, vocab).float(), flat_targets, ignore_index=IGNORE_INDEX)
+    valid = flat_targets != IGNORE_INDEX
     if padded is None:
         padded = bool(attention_mask.min() == 0)
     count: int | torch.Tensor = valid.sum() if padded else batch * (length - 1)
